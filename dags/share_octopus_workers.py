@@ -1,0 +1,172 @@
+"""
+### Share Octopus workers across spaces
+
+Builds a fleet of polling-Tentacle workers per cloud with Terraform, waits until they have registered
+themselves in the **initial space** (the first space, in Octopus's order, that holds the pool
+`<Cloud> Worker Pool TF`), then makes every worker a member of the same-named pool in **every other space**
+that has it — the same endpoint (`poll://` URI and thumbprint) registered once per space.
+
+| task | what it does |
+|---|---|
+| `get_spaces` | lists spaces and their pools once: per cloud the pool name, the initial space, the remaining spaces |
+| `terraform_apply` (per cloud) | `terraform init` + `apply` (`plan` when `dry_run`) of `include/terraform/<cloud>/` |
+| `wait_for_workers` (per cloud) | waits for `instance_count` live workers of the fleet in the initial space's pool |
+| `share_to_space` (one per space) | idempotent upsert by thumbprint; prunes stale copies (`prune_stale`) |
+| `summarize` | a spaces × clouds table (added / present / fixed / pruned / failed); fails the run if anything failed |
+
+**Re-running only failed spaces.** Each space is its own map index of `share_to_space`, named after the space.
+Clear the failed ones together with `summarize` — in the UI select the failed instances → *Clear* with
+*Downstream*; on the CLI `airflow tasks clear share_octopus_workers -t '^(share_to_space|summarize)$'
+--only-failed -s <date> -e <date> -y`. Every write is an upsert, so re-running any task is safe.
+
+**Params.** `clouds`, `instance_count` (per cloud; the only source of the number), `worker_pool_name`,
+`target_spaces` (names or ids; empty = all), `dry_run` (plan and compute every share, change nothing),
+`prune_stale`, `registration_timeout_minutes`, `wait_mode` (`reschedule` or `deferrable`).
+
+Connection: `octopus_default` (HTTP; host = server URL, password = API key). See the README's runbook.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, TriggerRule, dag, get_current_context, task, task_group
+from octopus.operators import TerraformFleetOperator
+from octopus.sensors import OctopusWorkersRegisteredSensor
+from octopus.sharing import SUPPORTED_CLOUDS
+
+CONN_ID = "octopus_default"
+
+PARAMS = {
+    "clouds": Param(
+        ["aws", "azure", "gcp"],
+        type="array",
+        items={"type": "string", "enum": list(SUPPORTED_CLOUDS)},
+        minItems=1,
+        uniqueItems=True,
+        description="Clouds whose fleets to build and share.",
+    ),
+    "instance_count": Param(
+        {"aws": 2, "azure": 2, "gcp": 2, "local": 3},
+        type="object",
+        properties={cloud: {"type": "integer", "minimum": 0, "maximum": 100} for cloud in SUPPORTED_CLOUDS},
+        additionalProperties=False,
+        description="Workers per cloud: Terraform builds this many and the wait expects this many.",
+    ),
+    "worker_pool_name": Param(
+        "{cloud} Worker Pool TF",
+        type="string",
+        minLength=1,
+        pattern=r"\{cloud\}",
+        description="Pool name template; {cloud} becomes AWS, Azure, GCP or Local.",
+    ),
+    "target_spaces": Param(
+        [],
+        type="array",
+        items={"type": "string", "minLength": 1},
+        description="Limit sharing to these spaces (names or ids). Empty: every space that has the pool.",
+    ),
+    "dry_run": Param(
+        False, type="boolean", description="Plan Terraform and compute every share; write nothing."
+    ),
+    "prune_stale": Param(
+        True,
+        type="boolean",
+        description="Remove copies of workers that are no longer in the fleet (shared pools only).",
+    ),
+    "registration_timeout_minutes": Param(20, type="integer", minimum=1, maximum=24 * 60),
+    "poll_interval_seconds": Param(30, type="integer", minimum=1, maximum=3600),
+    "wait_mode": Param("reschedule", type="string", enum=["reschedule", "deferrable"]),
+    "name_prefix": Param(
+        "octopus-shared",
+        type="string",
+        pattern=r"^[a-z][a-z0-9-]{0,30}$",
+        description="Worker names start with <name_prefix>-<cloud>-.",
+    ),
+}
+
+
+@dag(
+    dag_id="share_octopus_workers",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=3),
+    doc_md=__doc__,
+    tags=["octopus", "workers"],
+    params=PARAMS,
+    default_args={
+        "owner": "platform",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=10),
+    },
+)
+def share_octopus_workers():
+    @task
+    def get_spaces() -> list[dict]:
+        """Per cloud: pool name, initial space, remaining spaces and their pool ids (sorted, deterministic)."""
+        from octopus import tasks
+
+        return tasks.get_spaces(get_current_context()["params"], conn_id=CONN_ID)
+
+    @task_group(group_id="fleet", prefix_group_id=False)
+    def fleet(fleet_plan):
+        applied = TerraformFleetOperator(
+            task_id="terraform_apply",
+            fleet_plan=fleet_plan,
+            dry_run="{{ params.dry_run }}",
+            octopus_conn_id=CONN_ID,
+            map_index_template="{{ task.fleet_plan['cloud'] }}",
+            execution_timeout=timedelta(minutes=45),
+        )
+        return OctopusWorkersRegisteredSensor(
+            task_id="wait_for_workers",
+            fleet_plan=fleet_plan,
+            terraform_output=applied.output,
+            octopus_conn_id=CONN_ID,
+            registration_timeout="{{ params.registration_timeout_minutes * 60 }}",
+            poll_interval="{{ params.poll_interval_seconds }}",
+            deferrable="{{ params.wait_mode == 'deferrable' }}",
+            dry_run="{{ params.dry_run }}",
+            mode="reschedule",
+            map_index_template="{{ task.fleet_plan['cloud'] }}",
+        )
+
+    @task
+    def spaces_to_share(plans: list[dict]) -> list[dict]:
+        """The union of spaces to visit, one map index each, in a stable order."""
+        from octopus import tasks
+
+        return tasks.spaces_to_share(plans, get_current_context()["params"])
+
+    @task(
+        map_index_template="{{ space_label }}",
+        trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
+        retries=3,
+    )
+    def share_to_space(space: dict, fleets) -> dict:
+        """Make this space's shared pools hold exactly the fleets; fails only this space's index on error."""
+        from octopus import tasks
+
+        context = get_current_context()
+        context["space_label"] = space["name"]
+        return tasks.share_to_space(space, fleets, context, conn_id=CONN_ID)
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def summarize(plans, fleets) -> dict:
+        """Spaces × clouds table in the log and XCom; fails the run when anything failed."""
+        from octopus import tasks
+
+        return tasks.summarize(plans, fleets, get_current_context())
+
+    plans = get_spaces()
+    waits = fleet.expand(fleet_plan=plans)
+    shares = share_to_space.partial(fleets=waits.output).expand(space=spaces_to_share(plans))
+    shares >> summarize(plans, waits.output)
+
+
+share_octopus_workers()

@@ -1,0 +1,173 @@
+"""The I/O side of sharing: read a space, carry out :func:`octopus.sharing.plan_space`, report per cloud.
+
+Used by the DAG tasks and directly by benchmarks; every Octopus call goes through :class:`OctopusHook`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from octopus.exceptions import OctopusError, OctopusNotFoundError, OctopusValidationError
+from octopus.sharing import POLLING, plan_fleets, plan_space
+
+if TYPE_CHECKING:
+    from octopus.hooks import OctopusHook
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PARALLELISM = 8
+
+
+def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], parallelism: int) -> list[Any]:
+    """``[fn(i) for i in items]`` on up to ``parallelism`` threads (one shared keep-alive session), in order."""
+    if parallelism <= 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(parallelism, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def discover(
+    hook: OctopusHook,
+    *,
+    clouds: Sequence[str],
+    instance_count: Mapping[str, int],
+    pool_name_template: str,
+    target_spaces: Sequence[str] | None,
+    name_prefix: str,
+    parallelism: int = DEFAULT_PARALLELISM,
+) -> list[dict[str, Any]]:
+    """Fleet plans for ``clouds`` (see :func:`octopus.sharing.plan_fleets`): one request for the spaces, one per
+    space that matters for its pools, fetched concurrently."""
+    spaces = hook.list_spaces()
+    pools: dict[str, list[dict[str, Any]]] = {}
+
+    def prefetch(space_ids: Sequence[str]) -> None:
+        missing = [s for s in space_ids if s not in pools]
+        for space_id, result in zip(
+            missing, parallel_map(hook.list_worker_pools, missing, parallelism), strict=True
+        ):
+            pools[space_id] = result
+
+    # Spaces whose pools plan_fleets may ask for: all of them without targets; with targets it stops early,
+    # so fetch lazily in that case (each space at most once either way).
+    if not target_spaces:
+        prefetch([s["Id"] for s in spaces])
+
+    def pools_of(space_id: str) -> list[dict[str, Any]]:
+        if space_id not in pools:
+            prefetch([space_id])
+        return pools[space_id]
+
+    return plan_fleets(
+        spaces,
+        pools_of,
+        clouds=clouds,
+        instance_count=instance_count,
+        pool_name_template=pool_name_template,
+        target_spaces=target_spaces,
+        name_prefix=name_prefix,
+        server_url=hook.server_url,
+    )
+
+
+def _empty_counts() -> dict[str, Any]:
+    return {"added": 0, "present": 0, "fixed": 0, "replaced": 0, "pruned": 0, "unshared": 0, "disabled": 0}
+
+
+def share_space(
+    hook: OctopusHook,
+    space: Mapping[str, Any],
+    fleets: Sequence[Mapping[str, Any]],
+    *,
+    prune: bool,
+    dry_run: bool,
+    parallelism: int = DEFAULT_PARALLELISM,
+) -> dict[str, Any]:
+    """Make ``space`` hold exactly the ready ``fleets`` in its shared pools; return the per-cloud outcome.
+
+    Cost: one read of the space's polling workers; the default machine policy only when a worker must be added;
+    then one request per write. A failure of one write marks its cloud failed and the others go on; the caller
+    decides whether a result with failures fails the task.
+    """
+    by_cloud = {fleet["cloud"]: fleet for fleet in fleets}
+    existing = hook.list_workers(space["id"], comm_styles=[POLLING])
+    plan = plan_space(space, by_cloud, existing, prune=prune)
+    clouds: dict[str, dict[str, Any]] = {}
+    for cloud in space["pools"]:
+        counts = clouds[cloud] = _empty_counts()
+        counts["present"] = plan["present"].get(cloud, 0)
+        counts["errors"] = list(plan["errors"].get(cloud, []))
+        if cloud in plan["not_run"]:
+            counts["not_run"] = 1
+            counts["errors"].append(
+                "fleet not ready (terraform_apply or wait_for_workers failed): nothing shared"
+            )
+    planned = [f"{a['op']} {a['worker'].get('Name')} ({a['cloud']}): {a['reason']}" for a in plan["actions"]]
+    if dry_run:
+        for action in plan["actions"]:
+            clouds[action["cloud"]][action["outcome"]] += 1
+        return _result(space, clouds, planned, dry_run=True)
+
+    if any(a["op"] == "create" for a in plan["actions"]):
+        try:
+            policy_id = hook.get_default_machine_policy(space["id"])["Id"]
+        except OctopusError as exc:
+            for cloud in {a["cloud"] for a in plan["actions"] if a["op"] == "create"}:
+                clouds[cloud]["errors"].append(f"default machine policy lookup failed: {exc}")
+            plan["actions"] = [a for a in plan["actions"] if a["op"] != "create"]
+        else:
+            for action in plan["actions"]:
+                if action["op"] == "create":
+                    action["worker"]["MachinePolicyId"] = policy_id
+
+    def run(action: dict[str, Any]) -> tuple[dict[str, Any], str, str | None]:
+        worker, space_id = action["worker"], space["id"]
+        try:
+            if action["op"] == "create":
+                hook.create_worker(space_id, worker)
+            elif action["op"] == "update":
+                hook.update_worker(space_id, worker)
+            else:
+                try:
+                    hook.delete_worker(space_id, worker["Id"])
+                except OctopusNotFoundError:
+                    pass  # already gone: the goal is reached
+                except OctopusValidationError as exc:
+                    # Octopus refuses to delete a busy worker: take it out of rotation, retry on the next run.
+                    if not worker.get("IsDisabled"):
+                        hook.update_worker(space_id, {**worker, "IsDisabled": True})
+                    return (
+                        action,
+                        "disabled",
+                        f"{worker['Name']}: delete refused ({exc.error_message}); disabled",
+                    )
+            return action, action["outcome"], None
+        except OctopusError as exc:
+            return action, "failed", f"{action['op']} {worker.get('Name')}: {exc}"
+
+    for action, outcome, note in parallel_map(run, plan["actions"], parallelism):
+        counts = clouds[action["cloud"]]
+        if outcome == "failed":
+            counts["errors"].append(note)
+        else:
+            counts[outcome] += 1
+            if note:
+                counts.setdefault("notes", []).append(note)
+    return _result(space, clouds, planned, dry_run=False)
+
+
+def _result(
+    space: Mapping[str, Any], clouds: dict[str, dict[str, Any]], planned: list[str], *, dry_run: bool
+):
+    for counts in clouds.values():
+        counts["failed"] = 1 if counts["errors"] and not counts.get("not_run") else 0
+    return {
+        "space_id": space["id"],
+        "space_name": space["name"],
+        "dry_run": dry_run,
+        "planned": planned,
+        "clouds": clouds,
+    }

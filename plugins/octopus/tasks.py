@@ -1,0 +1,164 @@
+"""Bodies of the DAGs' Python tasks: glue between Airflow's context, :class:`OctopusHook` and the pure decisions.
+
+The DAG files only wire; these functions run inside the tasks (nothing here runs at DAG parse time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from octopus import operations
+from octopus.exceptions import OctopusError
+from octopus.hooks import OctopusHook
+from octopus.sharing import SharingError, format_table, spaces_to_visit
+from octopus.sharing import summarize as summarize_results
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INSTANCE_COUNT = {"aws": 2, "azure": 2, "gcp": 2, "local": 3}
+SPACE_RESULT_KEY = "space_result"
+
+
+def is_permanent(exc: OctopusError) -> bool:
+    """4xx other than 429 will not fix themselves: fail the task at once instead of retrying it."""
+    return exc.status is not None and 400 <= exc.status < 500 and exc.status != 429
+
+
+@contextlib.contextmanager
+def fail_fast_on_bad_input() -> Iterator[None]:
+    """Turn errors that retrying cannot fix into ``AirflowFailException`` (no task retries)."""
+    try:
+        yield
+    except SharingError as exc:
+        raise AirflowFailException(str(exc)) from None
+    except OctopusError as exc:
+        if is_permanent(exc):
+            raise AirflowFailException(str(exc)) from exc
+        raise
+
+
+def instance_counts(params: Mapping[str, Any]) -> dict[str, int]:
+    """Per-cloud counts: the param's entries over the defaults (a conf may name only the clouds it runs)."""
+    return {**DEFAULT_INSTANCE_COUNT, **(params.get("instance_count") or {})}
+
+
+def get_spaces(params: Mapping[str, Any], *, conn_id: str) -> list[dict[str, Any]]:
+    """Discovery: fleet plans per selected cloud (see :func:`octopus.sharing.plan_fleets`)."""
+    hook = OctopusHook(octopus_conn_id=conn_id)
+    with fail_fast_on_bad_input():
+        plans = operations.discover(
+            hook,
+            clouds=params["clouds"],
+            instance_count=instance_counts(params),
+            pool_name_template=params.get("worker_pool_name") or "{cloud} Worker Pool TF",
+            target_spaces=params.get("target_spaces") or None,
+            name_prefix=params.get("name_prefix") or "octopus-shared",
+        )
+    for plan in plans:
+        log.info(
+            "%s: pool %r, initial space %s (%s), %d remaining spaces%s%s",
+            plan["cloud"],
+            plan["pool_name"],
+            plan["initial_space"]["name"],
+            plan["initial_space"]["id"],
+            len(plan["spaces"]),
+            f"; without the pool: {', '.join(plan['spaces_without_pool'])}"
+            if plan["spaces_without_pool"]
+            else "",
+            f"; not selected: {len(plan['spaces_not_selected'])}" if plan["spaces_not_selected"] else "",
+        )
+    log.info("Discovery cost %d Octopus requests", hook.request_count)
+    return plans
+
+
+def spaces_to_share(plans: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Spaces for ``share_to_space``: the remaining spaces, plus initial spaces when pruning."""
+    return spaces_to_visit(plans, include_initial=bool(params.get("prune_stale", True)))
+
+
+def _ready_fleets(fleets: Iterable[Any] | None) -> list[dict[str, Any]]:
+    # A failed wait_for_workers index pushes nothing: its cloud is simply absent.
+    return [dict(f) for f in (fleets or []) if f]
+
+
+def share_to_space(
+    space: Mapping[str, Any], fleets: Iterable[Any] | None, context: Mapping[str, Any], *, conn_id: str
+) -> dict[str, Any]:
+    """One space: upsert every ready fleet's workers, prune stale copies; push the result even on failure."""
+    params = context["params"]
+    hook = OctopusHook(octopus_conn_id=conn_id)
+    try:
+        result = operations.share_space(
+            hook,
+            space,
+            _ready_fleets(fleets),
+            prune=bool(params.get("prune_stale", True)),
+            dry_run=bool(params.get("dry_run", False)),
+        )
+        permanent = False
+    except OctopusError as exc:
+        permanent = is_permanent(exc)
+        result = {
+            "space_id": space["id"],
+            "space_name": space["name"],
+            "dry_run": bool(params.get("dry_run", False)),
+            "planned": [],
+            "clouds": {cloud: {"failed": 1, "errors": [str(exc)]} for cloud in space["pools"]},
+        }
+    result["requests"] = hook.request_count
+    context["ti"].xcom_push(key=SPACE_RESULT_KEY, value=result)
+    for line in result["planned"]:
+        log.info("%s %s", "would" if result["dry_run"] else "did", line)
+    failures = {c: v["errors"] for c, v in result["clouds"].items() if v.get("failed")}
+    for cloud, counts in result["clouds"].items():
+        log.info(
+            "%s / %s: %s", space["name"], cloud, {k: v for k, v in counts.items() if v and k != "errors"}
+        )
+    if failures:
+        message = f"Sharing into space {space['name']} ({space['id']}) failed: " + "; ".join(
+            f"{cloud}: {' | '.join(errors)}" for cloud, errors in sorted(failures.items())
+        )
+        if permanent:
+            raise AirflowFailException(message)
+        raise AirflowException(message)
+    return result
+
+
+def summarize(
+    plans: Sequence[Mapping[str, Any]] | None, fleets: Iterable[Any] | None, context: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The run's table; raises when a fleet was not ready or any space failed."""
+    if not plans:
+        raise AirflowException("get_spaces produced no plan: see its log for the reason")
+    results = context["ti"].xcom_pull(task_ids="share_to_space", key=SPACE_RESULT_KEY)
+    if isinstance(results, Mapping):
+        results = [results]
+    summary = summarize_results(results or [], plans)
+    ready = {f["cloud"] for f in _ready_fleets(fleets)}
+    summary["clouds_not_ready"] = sorted({p["cloud"] for p in plans} - ready)
+    summary["dry_run"] = bool(context["params"].get("dry_run", False))
+    log.info(
+        "Share summary%s:\n%s",
+        " (dry run: nothing written)" if summary["dry_run"] else "",
+        format_table(summary),
+    )
+    problems = []
+    if summary["clouds_not_ready"]:
+        problems.append(
+            f"fleet not ready for {', '.join(summary['clouds_not_ready'])} (see terraform_apply/wait)"
+        )
+    if summary["failed_spaces"]:
+        problems.append(
+            f"{len(summary['failed_spaces'])} space(s) failed: {', '.join(summary['failed_spaces'])}"
+        )
+    if problems:
+        context["ti"].xcom_push(key="summary", value=summary)
+        raise AirflowException(
+            "; ".join(problems) + ". Clear the failed tasks (with downstream) to retry them."
+        )
+    return summary
