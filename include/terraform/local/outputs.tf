@@ -1,0 +1,31 @@
+# Never a secret here: the API key is not known to Terraform at all.
+
+output "instance_count" {
+  description = "Number of tentacle instances."
+  value       = var.instance_count
+}
+
+output "name_prefix" {
+  description = "Worker name prefix."
+  value       = var.name_prefix
+}
+
+output "worker_pool_name" {
+  description = "Worker pool the tentacles join in the initial space."
+  value       = var.worker_pool_name
+}
+
+output "octopus_space_name" {
+  description = "The initial space the tentacles register in."
+  value       = var.octopus_space_name
+}
+
+output "worker_names" {
+  description = "Worker names, in instance order (<name_prefix>-1 ... <name_prefix>-N)."
+  value       = [for t in terraform_data.tentacle : t.input.name]
+}
+
+output "fleet_id" {
+  description = "Identifier of this fleet, stable while it exists (not a secret)."
+  value       = terraform_data.fleet.id
+}
