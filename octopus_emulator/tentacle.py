@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+import platform
 import re
 import select
 import signal
@@ -43,6 +44,7 @@ from octopus_emulator.tentacle_state import TentacleHome, TrustedServer, new_sub
 log = logging.getLogger("octopus_emulator.tentacle")
 
 API_KEY_ENV = "OCTOPUS_API_KEY"
+SIMULATED_TENTACLE_VERSION = "8.1.2"
 DEFAULT_COMMS_PORT = 10943
 HTTP_TIMEOUT = 30.0
 ROOT_503_RETRY_SECONDS = 60.0  # Octopus.Client retries a starting server's GET /api every 0.5 s
@@ -84,15 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tentacle.add_argument("--space", help="space name (default: the default space)")
     tentacle.add_argument("--policy", help="machine policy name (default: the space's default policy)")
-    tentacle.add_argument(
-        "-f", "--force", action="store_true", help="update an existing worker of the same name"
-    )
-    tentacle.add_argument(
-        "--comms-style", default="TentacleActive", help="only TentacleActive (polling) is simulated"
-    )
-    tentacle.add_argument(
-        "--server-comms-port", type=int, default=DEFAULT_COMMS_PORT, help="polling port (10943)"
-    )
+    tentacle.add_argument("-f", "--force", action="store_true", help="update an existing worker of the same name")
+    tentacle.add_argument("--comms-style", default="TentacleActive", help="only TentacleActive (polling) is simulated")
+    tentacle.add_argument("--server-comms-port", type=int, default=DEFAULT_COMMS_PORT, help="polling port (10943)")
     tentacle.add_argument(
         "--server-comms-address",
         help="polling address, e.g. https://octopus.example:10943 (default: --server host)",
@@ -101,12 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim = p.add_argument_group("simulator options")
     sim.add_argument("--home", help="state directory: certificate, trust entries, status (default: per name)")
     sim.add_argument("--run", action="store_true", help="after registering, stay up as a running tentacle")
-    sim.add_argument(
-        "--boot-delay", type=float, default=0.0, metavar="SECONDS", help="sleep first, like a booting VM"
-    )
-    sim.add_argument(
-        "--ping-interval", type=float, default=10.0, metavar="SECONDS", help="comms keep-alive interval"
-    )
+    sim.add_argument("--boot-delay", type=float, default=0.0, metavar="SECONDS", help="sleep first, like a booting VM")
+    sim.add_argument("--ping-interval", type=float, default=10.0, metavar="SECONDS", help="comms keep-alive interval")
     return p
 
 
@@ -142,18 +134,14 @@ def parse_options(argv: list[str], environ: dict[str, str] | None = None) -> Opt
     server = a.server.strip()
     parts = urlsplit(server)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise RegistrationError(
-            f"--server must be an http(s) URL such as http://127.0.0.1:8065, got {a.server!r}"
-        )
+        raise RegistrationError(f"--server must be an http(s) URL such as http://127.0.0.1:8065, got {a.server!r}")
     if parts.query or parts.fragment:
         raise RegistrationError(f"--server must not contain a query or fragment, got {a.server!r}")
     server = server.rstrip("/")
 
     api_key = (a.api_key if a.api_key is not None else environ.get(API_KEY_ENV, "")).strip()
     if not api_key:
-        raise RegistrationError(
-            f"Please specify an API key with --apiKey or the {API_KEY_ENV} environment variable."
-        )
+        raise RegistrationError(f"Please specify an API key with --apiKey or the {API_KEY_ENV} environment variable.")
 
     pools = [p.strip() for p in a.worker_pools]
     if not pools or not pools[0]:
@@ -167,8 +155,7 @@ def parse_options(argv: list[str], environ: dict[str, str] | None = None) -> Opt
         )
     if a.comms_style.strip().lower() != "tentacleactive":
         raise RegistrationError(
-            "Please specify a valid communications style, e.g. --comms-style=TentacleActive "
-            f"(got {a.comms_style!r})."
+            f"Please specify a valid communications style, e.g. --comms-style=TentacleActive (got {a.comms_style!r})."
         )
     if a.proxy:
         raise RegistrationError(
@@ -184,15 +171,11 @@ def parse_options(argv: list[str], environ: dict[str, str] | None = None) -> Opt
         addr = a.server_comms_address.strip()
         c = urlsplit(addr if "://" in addr else f"https://{addr}")
         if not c.hostname:
-            raise RegistrationError(
-                f"--server-comms-address must be a host or URL, got {a.server_comms_address!r}"
-            )
+            raise RegistrationError(f"--server-comms-address must be a host or URL, got {a.server_comms_address!r}")
         try:
             comms_host, comms_port = c.hostname, c.port or comms_port
         except ValueError as exc:
-            raise RegistrationError(
-                f"--server-comms-address has an invalid port: {a.server_comms_address!r}"
-            ) from exc
+            raise RegistrationError(f"--server-comms-address has an invalid port: {a.server_comms_address!r}") from exc
 
     name = (a.name if a.name is not None else socket.gethostname()).strip()
     if not name:
@@ -292,9 +275,7 @@ class OctopusApi:
             path = self._prefix + path
         return self._origin + path
 
-    def request(
-        self, method: str, link_or_path: str, *, body: Any = None, expect: tuple[int, ...] = (200,)
-    ) -> Any:
+    def request(self, method: str, link_or_path: str, *, body: Any = None, expect: tuple[int, ...] = (200,)) -> Any:
         """Send one request; non-expected statuses raise RegistrationError with the server's ErrorMessage."""
         url = self.url(link_or_path)
         shown = urlsplit(url).path + (f"?{urlsplit(url).query}" if urlsplit(url).query else "")
@@ -307,9 +288,7 @@ class OctopusApi:
             ) from None
         if resp.status_code not in expect:
             hint = " Check the API key." if resp.status_code == 401 else ""
-            raise RegistrationError(
-                f"{method} {shown} returned HTTP {resp.status_code}: {_error_message(resp)}{hint}"
-            )
+            raise RegistrationError(f"{method} {shown} returned HTTP {resp.status_code}: {_error_message(resp)}{hint}")
         if not resp.content:
             return None
         try:
@@ -361,9 +340,7 @@ class OctopusApi:
 class CommsChannel:
     """One TCP connection to the comms port: a JSON hello, then ping/pong keep-alives. Closing it = gone."""
 
-    def __init__(
-        self, host: str, port: int, subscription: str, thumbprint: str, io_timeout: float = 10.0
-    ) -> None:
+    def __init__(self, host: str, port: int, subscription: str, thumbprint: str, io_timeout: float = 10.0) -> None:
         self.host, self.port = host, port
         self.subscription, self.thumbprint = subscription, thumbprint
         self.io_timeout = io_timeout
@@ -382,7 +359,16 @@ class CommsChannel:
 
     def hello(self) -> None:
         """Identify this tentacle; raises OSError unless the server answers ``{"ok": true}``."""
-        self._send({"subscription": self.subscription, "thumbprint": self.thumbprint})
+        self._send(
+            {
+                "subscription": self.subscription,
+                "thumbprint": self.thumbprint,
+                "version": SIMULATED_TENTACLE_VERSION,
+                "os": platform.system() or "Unknown",
+                "shell": "Bash",
+                "architecture": platform.machine() or "Unknown",
+            }
+        )
         reply = self._read_line()
         if not (isinstance(reply, dict) and reply.get("ok") is True):
             raise OSError(f'the comms port answered {reply!r} instead of {{"ok": true}}')
@@ -492,14 +478,10 @@ def _check_version(root: dict[str, Any]) -> None:
         raise RegistrationError(f"Unable to parse the Octopus Server version {version!r}.")
     major = int(m.group(1))
     if major != 0 and major < 3:
-        raise RegistrationError(
-            f"You cannot register a 8.* Octopus Tentacle with a {major}.* Octopus Server."
-        )
+        raise RegistrationError(f"You cannot register a 8.* Octopus Tentacle with a {major}.* Octopus Server.")
     api_version = str(root.get("ApiVersion") or "")
     if api_version and not re.fullmatch(r"3\.0\.\d+", api_version):
-        raise RegistrationError(
-            f"The Octopus Server's API version {api_version} is not supported (need 3.0.x)."
-        )
+        raise RegistrationError(f"The Octopus Server's API version {api_version} is not supported (need 3.0.x).")
 
 
 def resolve_space(api: OctopusApi, root: dict[str, Any], space_name: str | None) -> dict[str, Any]:
@@ -544,9 +526,7 @@ def resolve_space(api: OctopusApi, root: dict[str, Any], space_name: str | None)
     return space_home
 
 
-def _collection_link(
-    api: OctopusApi, space: dict[str, Any], root: dict[str, Any], name: str, fallback: str
-) -> str:
+def _collection_link(api: OctopusApi, space: dict[str, Any], root: dict[str, Any], name: str, fallback: str) -> str:
     return link(space, name) or link(root, name) or fallback.format(space=space.get("Id"))
 
 
@@ -625,9 +605,7 @@ def register(api: OctopusApi, opts: Options, thumbprint: str, subscription: str)
 
     policy = None
     if opts.policy:
-        policies_tpl = _collection_link(
-            api, space, root, "MachinePolicies", "/api/{space}/machinepolicies{{/id}}"
-        )
+        policies_tpl = _collection_link(api, space, root, "MachinePolicies", "/api/{space}/machinepolicies{{/id}}")
         policy = find_policy(api, policies_tpl, opts.policy)
 
     pools_tpl = _collection_link(api, space, root, "WorkerPools", "/api/{space}/workerpools{{/id}}{{?ids}}")
@@ -662,9 +640,7 @@ def register(api: OctopusApi, opts: Options, thumbprint: str, subscription: str)
         created = False
     if not isinstance(worker, dict) or not worker.get("Id"):
         raise RegistrationError("The server accepted the worker but returned no worker Id.")
-    return Registration(
-        worker=worker, space_id=space_id, server_thumbprint=server_thumbprint, created=created
-    )
+    return Registration(worker=worker, space_id=space_id, server_thumbprint=server_thumbprint, created=created)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -754,9 +730,7 @@ def main(argv: list[str]) -> int:
         home.write_status("registering")
         thumbprint = home.ensure_certificate()
         trusted = home.find_trusted_server(opts.comms_address, "TentacleActive")
-        subscription = (
-            trusted.subscription_id if trusted and trusted.subscription_id else new_subscription_id()
-        )
+        subscription = trusted.subscription_id if trusted and trusted.subscription_id else new_subscription_id()
 
         channel = CommsChannel(opts.comms_host, opts.comms_port, subscription, thumbprint)
         probe_comms(channel, keep=opts.run)
@@ -799,9 +773,7 @@ def main(argv: list[str]) -> int:
         log.error("%s", exc)
         return EXIT_FAILED
     except _Terminated:
-        log.info(
-            "Terminated; closing the comms channel" if running else "Terminated before registration finished"
-        )
+        log.info("Terminated; closing the comms channel" if running else "Terminated before registration finished")
         if home is not None:
             with contextlib.suppress(OSError):
                 home.write_status("stopped")
