@@ -1,0 +1,301 @@
+#!/usr/bin/env bash
+# Bootstraps an Octopus Deploy polling Tentacle worker on Ubuntu (22.04/24.04).
+#
+# This file is a Terraform templatefile() template, rendered by include/terraform/{aws,azure,gcp}. Terraform
+# placeholders are written with a single dollar and braces; a literal shell "$${" is escaped as "$$${" here.
+# It never contains the API key: the key is read at boot from the cloud secret store through the instance
+# identity, kept in one shell variable, passed only to `Tentacle register-worker`, then unset.
+#
+# Order: install Tentacle -> read key -> create instance + certificate -> polling config -> register-worker
+# -> start service -> optional tooling (Docker, PowerShell, worker-tools image). Registration comes first so the
+# worker shows up in Octopus as early as possible. Safe to run again (GCP runs startup scripts on every boot).
+#
+# Test hooks (unset in production): OCTOPUS_BOOTSTRAP_ROOT prefixes every path the script writes,
+# OCTOPUS_BOOTSTRAP_RETRY_DELAY / OCTOPUS_BOOTSTRAP_ATTEMPTS tune the retry loop.
+set -Eeuo pipefail
+shopt -s inherit_errexit
+set +x # never trace: a trace would print the API key
+umask 077
+export DEBIAN_FRONTEND=noninteractive
+
+# ---- Rendered settings. base64 so that no value can break out of shell quoting. ----
+b64() { printf '%s' "$1" | base64 -d; }
+OCTOPUS_SERVER_URL="$(b64 '${base64encode(octopus_server_url)}')"
+OCTOPUS_SPACE_NAME="$(b64 '${base64encode(octopus_space_name)}')"
+WORKER_POOL_NAME="$(b64 '${base64encode(worker_pool_name)}')"
+MACHINE_POLICY_NAME="$(b64 '${base64encode(machine_policy_name)}')"
+NAME_PREFIX="$(b64 '${base64encode(name_prefix)}')"
+SERVER_COMMS_PORT="$(b64 '${base64encode(tostring(server_comms_port))}')"
+SECRET_STORE="$(b64 '${base64encode(secret_store)}')"
+SECRET_REF="$(b64 '${base64encode(secret_ref)}')"
+AZURE_CLIENT_ID="$(b64 '${base64encode(azure_client_id)}')"
+TENTACLE_VERSION="$(b64 '${base64encode(tentacle_version)}')"
+INSTALL_DOCKER="$(b64 '${base64encode(tostring(install_docker))}')"
+INSTALL_POWERSHELL="$(b64 '${base64encode(tostring(install_powershell))}')"
+WORKER_TOOLS_IMAGE="$(b64 '${base64encode(worker_tools_image)}')"
+
+# ---- Paths and logging ----
+ROOT="$${OCTOPUS_BOOTSTRAP_ROOT:-}"
+RETRY_DELAY="$${OCTOPUS_BOOTSTRAP_RETRY_DELAY:-5}"
+ATTEMPTS="$${OCTOPUS_BOOTSTRAP_ATTEMPTS:-6}"
+LOG_FILE="$ROOT/var/log/octopus-worker-bootstrap.log"
+TENTACLE="$ROOT/opt/octopus/tentacle/Tentacle"
+INSTANCE="Tentacle"
+TENTACLE_CONFIG="$ROOT/etc/octopus/$INSTANCE/tentacle-$INSTANCE.config"
+TENTACLE_APP_DIR="$ROOT/home/Octopus/Applications"
+KEYRINGS="$ROOT/etc/apt/keyrings"
+SOURCES="$ROOT/etc/apt/sources.list.d"
+APT=(apt-get -o DPkg::Lock::Timeout=600 -y -q)
+
+mkdir -p "$(dirname "$LOG_FILE")"
+exec 3>&2                  # keep the console for one-line status messages
+exec >>"$LOG_FILE" 2>&1    # everything else goes to the log only
+
+log() { printf '%s configure-tentacle: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
+say() { log "$*"; printf 'configure-tentacle: %s\n' "$*" >&3; }
+die() { say "ERROR: $*"; exit 1; }
+on_error() { say "FAILED with exit code $1 at line $2; see $LOG_FILE"; exit "$1"; }
+trap 'on_error $? $LINENO' ERR
+
+# retry LABEL COMMAND... : runs COMMAND until it succeeds, with exponential backoff. Logs LABEL, never the
+# arguments (one of them may be the API key). Commands run in a condition, so `set -e` does not apply inside.
+retry() {
+  local label=$1 attempt=1 delay=$RETRY_DELAY
+  shift
+  until "$@"; do
+    if ((attempt >= ATTEMPTS)); then
+      log "$label: failed after $attempt attempts"
+      return 1
+    fi
+    log "$label: attempt $attempt of $ATTEMPTS failed; retrying in $${delay}s"
+    sleep "$delay"
+    attempt=$((attempt + 1))
+    delay=$((delay * 2))
+  done
+}
+
+# json_get PATH : prints the dotted PATH of the JSON document on stdin (python3 ships with Ubuntu cloud images).
+json_get() {
+  python3 -c '
+import json, sys
+value = json.load(sys.stdin)
+for key in sys.argv[1].split("."):
+    value = value[key]
+sys.stdout.write(str(value))
+' "$1"
+}
+
+# curl_bearer TOKEN URL : GET with an Authorization header fed on stdin, so the token is on no command line.
+curl_bearer() {
+  printf 'Authorization: Bearer %s\n' "$1" | curl -fsS --max-time 30 -H @- "$2"
+}
+
+# ---- Validate the rendered settings ----
+[[ "$OCTOPUS_SERVER_URL" =~ ^https?://[^[:space:]]+$ ]] || die "octopus_server_url must be an http(s) URL"
+[[ -n "$OCTOPUS_SPACE_NAME" ]] || die "octopus_space_name is empty"
+[[ -n "$WORKER_POOL_NAME" ]] || die "worker_pool_name is empty"
+[[ -n "$MACHINE_POLICY_NAME" ]] || die "machine_policy_name is empty"
+[[ "$NAME_PREFIX" =~ ^[a-z][a-z0-9-]*$ ]] || die "name_prefix must be lowercase letters, digits and hyphens"
+if [[ ! "$SERVER_COMMS_PORT" =~ ^[0-9]{1,5}$ ]] || ((SERVER_COMMS_PORT < 1 || SERVER_COMMS_PORT > 65535)); then
+  die "server_comms_port must be a TCP port number (1-65535)"
+fi
+[[ -n "$SECRET_REF" ]] || die "secret_ref is empty"
+case "$SECRET_STORE" in
+  aws-secretsmanager | aws-ssm | azure-keyvault | gcp-secretmanager) ;;
+  *) die "secret_store must be aws-secretsmanager, aws-ssm, azure-keyvault or gcp-secretmanager" ;;
+esac
+if [[ "$SECRET_STORE" == azure-keyvault && ! "$SECRET_REF" =~ ^https://[^/]+/secrets/[^/?]+$ ]]; then
+  die "secret_ref for azure-keyvault must look like https://<vault>.vault.azure.net/secrets/<name>"
+fi
+CLOUD="$${SECRET_STORE%%-*}"
+
+exec 9>"$LOG_FILE.lock"
+flock -n 9 || die "another configure-tentacle run holds $LOG_FILE.lock"
+START_SECONDS=$SECONDS
+say "starting (cloud $CLOUD, space '$OCTOPUS_SPACE_NAME', pool '$WORKER_POOL_NAME'); log: $LOG_FILE"
+
+# ---- Instance identity: a worker name unique per VM and stable across reboots ----
+aws_imds() {
+  local token
+  token="$(curl -fsS --max-time 5 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' \
+    http://169.254.169.254/latest/api/token)" || return 1
+  printf 'X-aws-ec2-metadata-token: %s\n' "$token" |
+    curl -fsS --max-time 5 -H @- "http://169.254.169.254/latest/meta-data/$1"
+}
+azure_imds_compute() {
+  curl -fsS --max-time 5 -H 'Metadata: true' \
+    'http://169.254.169.254/metadata/instance/compute?api-version=2021-02-01'
+}
+gcp_metadata() {
+  curl -fsS --max-time 5 -H 'Metadata-Flavor: Google' \
+    "http://metadata.google.internal/computeMetadata/v1/$1"
+}
+
+case "$CLOUD" in
+  aws)
+    INSTANCE_ID="$(retry "read the EC2 instance id (IMDSv2)" aws_imds instance-id)"
+    ;;
+  azure)
+    COMPUTE_JSON="$(retry "read the Azure instance metadata" azure_imds_compute)"
+    VMSS_INSTANCE="$(json_get name <<<"$COMPUTE_JSON")" # <scale set>_<instance id>
+    VM_ID="$(json_get vmId <<<"$COMPUTE_JSON")"
+    # The VMSS instance id, plus part of the VM id because instance ids restart at 0 in a rebuilt scale set.
+    INSTANCE_ID="$${VMSS_INSTANCE##*_}-$${VM_ID:0:8}"
+    ;;
+  gcp)
+    # MIG instance names are <base_instance_name>-<random suffix>; base_instance_name is the name prefix.
+    INSTANCE_ID="$(retry "read the GCE instance name" gcp_metadata instance/name)"
+    INSTANCE_ID="$${INSTANCE_ID#"$NAME_PREFIX"-}"
+    ;;
+esac
+[[ -n "$${INSTANCE_ID:-}" ]] || die "could not determine the instance id from the $CLOUD metadata service"
+WORKER_NAME="$NAME_PREFIX-$${INSTANCE_ID,,}"
+WORKER_NAME="$${WORKER_NAME//[^a-z0-9-]/-}"
+say "worker name: $WORKER_NAME"
+
+# ---- Tentacle from the Octopus apt repository (signed-by keyring, stable channel) ----
+add_octopus_repo() {
+  local tmp
+  tmp="$(mktemp)"
+  install -d -m 0755 "$KEYRINGS" "$SOURCES"
+  retry "download the Octopus apt signing key" curl -fsSL --max-time 60 -o "$tmp" https://apt.octopus.com/public.key
+  gpg --batch --yes --dearmor -o "$KEYRINGS/octopus.gpg" "$tmp"
+  chmod 0644 "$KEYRINGS/octopus.gpg"
+  rm -f "$tmp"
+  printf 'deb [signed-by=/etc/apt/keyrings/octopus.gpg] https://apt.octopus.com/ stable main\n' \
+    >"$SOURCES/octopus.list"
+  chmod 0644 "$SOURCES/octopus.list"
+}
+add_octopus_repo
+retry "apt-get update" "$${APT[@]}" update
+TENTACLE_PACKAGE="tentacle"
+if [[ -n "$TENTACLE_VERSION" ]]; then
+  TENTACLE_PACKAGE="tentacle=$TENTACLE_VERSION"
+fi
+retry "install $TENTACLE_PACKAGE" "$${APT[@]}" install --no-install-recommends "$TENTACLE_PACKAGE"
+[[ -x "$TENTACLE" ]] || die "the tentacle package did not install $TENTACLE"
+
+# ---- The API key, read through the instance identity ----
+aws_region() {
+  if [[ "$SECRET_REF" == arn:* ]]; then
+    cut -d: -f4 <<<"$SECRET_REF"
+  else
+    aws_imds placement/region
+  fi
+}
+azure_token() {
+  local url='http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01'
+  url+="&resource=https%3A%2F%2F$(cut -d/ -f3 <<<"$SECRET_REF" | cut -d. -f2-)"
+  if [[ -n "$AZURE_CLIENT_ID" ]]; then
+    url+="&client_id=$AZURE_CLIENT_ID"
+  fi
+  curl -fsS --max-time 10 -H 'Metadata: true' "$url" | json_get access_token
+}
+gcp_token() {
+  gcp_metadata instance/service-accounts/default/token | json_get access_token
+}
+fetch_api_key() {
+  local token region
+  case "$SECRET_STORE" in
+    aws-secretsmanager)
+      region="$(aws_region)" || return 1
+      aws secretsmanager get-secret-value --region "$region" --secret-id "$SECRET_REF" \
+        --query SecretString --output text
+      ;;
+    aws-ssm)
+      region="$(aws_region)" || return 1
+      aws ssm get-parameter --region "$region" --name "$SECRET_REF" --with-decryption \
+        --query Parameter.Value --output text
+      ;;
+    azure-keyvault)
+      token="$(azure_token)" || return 1
+      curl_bearer "$token" "$SECRET_REF?api-version=7.4" | json_get value
+      ;;
+    gcp-secretmanager)
+      token="$(gcp_token)" || return 1
+      curl_bearer "$token" "https://secretmanager.googleapis.com/v1/$SECRET_REF:access" |
+        json_get payload.data | base64 -d
+      ;;
+  esac
+}
+# Sets API_KEY only when a whole, plausible value was read (a failed attempt must not leave a partial value).
+load_api_key() {
+  local value
+  value="$(fetch_api_key)" || return 1
+  value="$${value%$'\r'}"
+  if [[ -z "$value" ]]; then
+    log "the secret $SECRET_REF is empty"
+    return 1
+  fi
+  if [[ "$value" =~ [[:space:]] || "$value" == "{"* ]]; then
+    die "the secret $SECRET_REF must hold the bare Octopus API key (no JSON, no whitespace)"
+  fi
+  if [[ "$value" != API-* ]]; then
+    log "warning: the secret $SECRET_REF does not look like an Octopus API key (API-...)"
+  fi
+  API_KEY="$value"
+}
+if [[ "$CLOUD" == aws ]] && ! command -v aws >/dev/null; then
+  retry "install the AWS CLI" snap install aws-cli --classic
+fi
+API_KEY=""
+retry "read the API key from $SECRET_STORE" load_api_key
+
+# ---- Tentacle instance, certificate, polling configuration, registration ----
+if [[ ! -f "$TENTACLE_CONFIG" ]]; then
+  "$TENTACLE" create-instance --instance "$INSTANCE" --config "$TENTACLE_CONFIG"
+fi
+"$TENTACLE" new-certificate --instance "$INSTANCE" --if-blank
+"$TENTACLE" configure --instance "$INSTANCE" --app "$TENTACLE_APP_DIR" --noListen True
+# The key is on register-worker's command line for the seconds the registration takes (see README).
+retry "register the worker in space '$OCTOPUS_SPACE_NAME'" "$TENTACLE" register-worker \
+  --instance "$INSTANCE" \
+  --server "$OCTOPUS_SERVER_URL" \
+  --apiKey "$API_KEY" \
+  --name "$WORKER_NAME" \
+  --comms-style TentacleActive \
+  --server-comms-port "$SERVER_COMMS_PORT" \
+  --space "$OCTOPUS_SPACE_NAME" \
+  --workerpool "$WORKER_POOL_NAME" \
+  --policy "$MACHINE_POLICY_NAME" \
+  --force
+unset API_KEY
+"$TENTACLE" service --instance "$INSTANCE" --install --start
+say "registered $WORKER_NAME and started the Tentacle service after $((SECONDS - START_SECONDS))s"
+
+# ---- Optional tooling, after registration ----
+# shellcheck source=/dev/null
+os_release() { (. "$ROOT/etc/os-release" && printf '%s' "$${!1}"); }
+add_keyring_repo() { # NAME KEY_URL DEB_LINE_WITHOUT_OPTIONS
+  local tmp
+  tmp="$(mktemp)"
+  install -d -m 0755 "$KEYRINGS" "$SOURCES"
+  retry "download the $1 apt signing key" curl -fsSL --max-time 60 -o "$tmp" "$2"
+  gpg --batch --yes --dearmor -o "$KEYRINGS/$1.gpg" "$tmp"
+  chmod 0644 "$KEYRINGS/$1.gpg"
+  rm -f "$tmp"
+  printf 'deb [arch=%s signed-by=/etc/apt/keyrings/%s.gpg] %s\n' "$(dpkg --print-architecture)" "$1" "$3" \
+    >"$SOURCES/$1.list"
+  chmod 0644 "$SOURCES/$1.list"
+}
+if [[ "$INSTALL_DOCKER" == true ]]; then
+  add_keyring_repo docker https://download.docker.com/linux/ubuntu/gpg \
+    "https://download.docker.com/linux/ubuntu $(os_release VERSION_CODENAME) stable"
+  retry "apt-get update" "$${APT[@]}" update
+  retry "install Docker" "$${APT[@]}" install docker-ce docker-ce-cli containerd.io
+  systemctl enable --now docker
+  say "installed Docker"
+fi
+if [[ "$INSTALL_POWERSHELL" == true ]]; then
+  add_keyring_repo microsoft https://packages.microsoft.com/keys/microsoft.asc \
+    "https://packages.microsoft.com/ubuntu/$(os_release VERSION_ID)/prod $(os_release VERSION_CODENAME) main"
+  retry "apt-get update" "$${APT[@]}" update
+  retry "install PowerShell" "$${APT[@]}" install powershell
+  say "installed PowerShell"
+fi
+if [[ -n "$WORKER_TOOLS_IMAGE" ]]; then
+  command -v docker >/dev/null || die "worker_tools_image is set but Docker is not installed (install_docker)"
+  retry "pull $WORKER_TOOLS_IMAGE" docker pull "$WORKER_TOOLS_IMAGE"
+  say "pulled $WORKER_TOOLS_IMAGE"
+fi
+say "done in $((SECONDS - START_SECONDS))s"

@@ -1,0 +1,166 @@
+"""PATH shim standing in for the tools configure-tentacle.sh calls (curl, apt-get, gpg, aws, Tentacle, ...).
+
+Installed as symlinks named after each tool; dispatches on the name it was called by. State lives in
+$SHIM_STATE (outside the simulated VM disk): every call except Tentacle's is appended to calls.jsonl; Tentacle
+appends its full argv to tentacle.jsonl (the one file allowed to hold the API key) and only the verb to
+calls.jsonl, which keeps the global order. The secret stores serve $SHIM_STATE/secret-value, read from the file,
+never from the environment, so the script's environment never holds it.
+
+Fault injection: SHIM_FAIL="tool" or "tool=substring-of-argv"; SHIM_FAIL_TIMES=N fails only the first N matches.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+
+STATE = Path(os.environ["SHIM_STATE"])
+ROOT = Path(os.environ["OCTOPUS_BOOTSTRAP_ROOT"])
+IMDS_TOKEN = "imds-session-token"
+AZURE_TOKEN = "azure-access-token"
+GCP_TOKEN = "gcp-access-token"
+AWS_INSTANCE_ID = "i-0abc123def4567890"
+AZURE_COMPUTE = {"name": "octo-w_3", "vmId": "1a2b3c4d-5e6f-7a8b-9c0d-112233445566"}
+GCP_INSTANCE_NAME = "octo-w-x7k2"
+
+
+def record(path: str, entry: dict) -> None:
+    with open(STATE / path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry) + "\n")
+
+
+def should_fail(tool: str, argv: list[str]) -> bool:
+    spec = os.environ.get("SHIM_FAIL", "")
+    if not spec:
+        return False
+    name, _, needle = spec.partition("=")
+    if name != tool or (needle and not any(needle in a for a in argv)):
+        return False
+    limit = os.environ.get("SHIM_FAIL_TIMES")
+    if limit is None:
+        return True
+    counter = STATE / "fail-count"
+    count = int(counter.read_text()) if counter.exists() else 0
+    counter.write_text(str(count + 1))
+    return count < int(limit)
+
+
+def api_key() -> str:
+    return (STATE / "secret-value").read_text()
+
+
+def option(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv else None
+
+
+def curl(argv: list[str]) -> int:
+    url = next(a for a in argv if a.startswith("http"))
+    headers = [argv[i + 1] for i, a in enumerate(argv) if a == "-H"]
+    if "@-" in headers:
+        headers.remove("@-")
+        headers += [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
+    out = option(argv, "-o")
+
+    def reply(body: str) -> int:
+        if out:
+            Path(out).write_text(body)
+        else:
+            sys.stdout.write(body)
+        return 0
+
+    def denied() -> int:
+        sys.stderr.write(f"curl: (22) The requested URL returned error: 401 ({url})\n")
+        return 22
+
+    if url == "http://169.254.169.254/latest/api/token":
+        return reply(IMDS_TOKEN) if "-X" in argv and option(argv, "-X") == "PUT" else denied()
+    if url.startswith("http://169.254.169.254/latest/meta-data/"):
+        if f"X-aws-ec2-metadata-token: {IMDS_TOKEN}" not in headers:
+            return denied()
+        leaf = url.rsplit("/latest/meta-data/", 1)[1]
+        return reply({"instance-id": AWS_INSTANCE_ID, "placement/region": "eu-west-1"}[leaf])
+    if url.startswith("http://169.254.169.254/metadata/instance/compute"):
+        return reply(json.dumps(AZURE_COMPUTE))
+    if url.startswith("http://169.254.169.254/metadata/identity/oauth2/token"):
+        if "resource=https%3A%2F%2Fvault.azure.net" not in url or "client_id=" not in url:
+            return denied()
+        return reply(json.dumps({"access_token": AZURE_TOKEN}))
+    if ".vault.azure.net/secrets/" in url:
+        if f"Authorization: Bearer {AZURE_TOKEN}" not in headers:
+            return denied()
+        return reply(json.dumps({"value": api_key(), "id": url}))
+    if url == "http://metadata.google.internal/computeMetadata/v1/instance/name":
+        return reply(GCP_INSTANCE_NAME)
+    if url.endswith("/instance/service-accounts/default/token"):
+        return reply(json.dumps({"access_token": GCP_TOKEN, "expires_in": 3599}))
+    if url.startswith("https://secretmanager.googleapis.com/v1/"):
+        if f"Authorization: Bearer {GCP_TOKEN}" not in headers:
+            return denied()
+        data = base64.b64encode(api_key().encode()).decode()
+        return reply(json.dumps({"name": url, "payload": {"data": data}}))
+    if url.endswith((".key", "/gpg", ".asc")):
+        return reply("-----BEGIN PGP PUBLIC KEY BLOCK-----\nfake\n-----END PGP PUBLIC KEY BLOCK-----\n")
+    sys.stderr.write(f"curl shim: no route for {url}\n")
+    return 7
+
+
+def aws(argv: list[str]) -> int:
+    if argv[:2] == ["secretsmanager", "get-secret-value"] or argv[:2] == ["ssm", "get-parameter"]:
+        if not option(argv, "--region"):
+            sys.stderr.write("You must specify a region.\n")
+            return 253
+        sys.stdout.write(api_key() + "\n")
+        return 0
+    return 0
+
+
+def apt_get(argv: list[str]) -> int:
+    if "install" in argv and any(a == "tentacle" or a.startswith("tentacle=") for a in argv):
+        tentacle = ROOT / "opt/octopus/tentacle/Tentacle"
+        tentacle.parent.mkdir(parents=True, exist_ok=True)
+        if not tentacle.exists():
+            tentacle.symlink_to(Path(__file__).with_name("Tentacle"))
+    return 0
+
+
+def tentacle(argv: list[str]) -> int:
+    if argv and argv[0] == "create-instance":
+        config = Path(option(argv, "--config"))
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text("<octopus-settings/>")
+    return 0
+
+
+def main() -> int:
+    tool = Path(sys.argv[0]).name
+    argv = sys.argv[1:]
+    if tool == "Tentacle":
+        record("calls.jsonl", {"cmd": tool, "argv": argv[:1]})
+        record("tentacle.jsonl", {"argv": argv})
+    else:
+        record("calls.jsonl", {"cmd": tool, "argv": argv})
+    if should_fail(tool, argv):
+        sys.stderr.write(f"{tool}: injected failure\n")
+        return 1
+    if tool == "curl":
+        return curl(argv)
+    if tool == "aws":
+        return aws(argv)
+    if tool == "apt-get":
+        return apt_get(argv)
+    if tool == "Tentacle":
+        return tentacle(argv)
+    if tool == "gpg":
+        Path(option(argv, "-o")).write_text("dearmored keyring\n")
+        return 0
+    if tool == "dpkg" and argv == ["--print-architecture"]:
+        print("amd64")
+        return 0
+    return 0  # systemctl, docker, snap, az, gcloud: record only
+
+
+if __name__ == "__main__":
+    sys.exit(main())
