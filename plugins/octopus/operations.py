@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from octopus.exceptions import OctopusError, OctopusNotFoundError, OctopusValidationError
-from octopus.sharing import POLLING, plan_fleets, plan_space
+from octopus.sharing import POLLING, fleet_identity, plan_fleets, plan_retire, plan_space
 
 if TYPE_CHECKING:
     from octopus.hooks import OctopusHook
@@ -46,9 +46,7 @@ def discover(
 
     def prefetch(space_ids: Sequence[str]) -> None:
         missing = [s for s in space_ids if s not in pools]
-        for space_id, result in zip(
-            missing, parallel_map(hook.list_worker_pools, missing, parallelism), strict=True
-        ):
+        for space_id, result in zip(missing, parallel_map(hook.list_worker_pools, missing, parallelism), strict=True):
             pools[space_id] = result
 
     # Spaces whose pools plan_fleets may ask for: all of them without targets; with targets it stops early,
@@ -102,9 +100,7 @@ def share_space(
         counts["errors"] = list(plan["errors"].get(cloud, []))
         if cloud in plan["not_run"]:
             counts["not_run"] = 1
-            counts["errors"].append(
-                "fleet not ready (terraform_apply or wait_for_workers failed): nothing shared"
-            )
+            counts["errors"].append("fleet not ready (terraform_apply or wait_for_workers failed): nothing shared")
     planned = [f"{a['op']} {a['worker'].get('Name')} ({a['cloud']}): {a['reason']}" for a in plan["actions"]]
     if dry_run:
         for action in plan["actions"]:
@@ -122,9 +118,25 @@ def share_space(
             for action in plan["actions"]:
                 if action["op"] == "create":
                     action["worker"]["MachinePolicyId"] = policy_id
+    execute_actions(hook, space["id"], plan["actions"], clouds, parallelism)
+    return _result(space, clouds, planned, dry_run=False)
+
+
+def execute_actions(
+    hook: OctopusHook,
+    space_id: str,
+    actions: Sequence[dict[str, Any]],
+    clouds: dict[str, dict[str, Any]],
+    parallelism: int = DEFAULT_PARALLELISM,
+) -> None:
+    """Carry out planned writes concurrently, counting each outcome (or error) into ``clouds[cloud]``.
+
+    A delete Octopus refuses (a busy worker) disables the record instead, to be retried on the next run;
+    a delete of a record that is already gone counts as done.
+    """
 
     def run(action: dict[str, Any]) -> tuple[dict[str, Any], str, str | None]:
-        worker, space_id = action["worker"], space["id"]
+        worker = action["worker"]
         try:
             if action["op"] == "create":
                 hook.create_worker(space_id, worker)
@@ -136,19 +148,14 @@ def share_space(
                 except OctopusNotFoundError:
                     pass  # already gone: the goal is reached
                 except OctopusValidationError as exc:
-                    # Octopus refuses to delete a busy worker: take it out of rotation, retry on the next run.
                     if not worker.get("IsDisabled"):
                         hook.update_worker(space_id, {**worker, "IsDisabled": True})
-                    return (
-                        action,
-                        "disabled",
-                        f"{worker['Name']}: delete refused ({exc.error_message}); disabled",
-                    )
+                    return action, "disabled", f"{worker['Name']}: delete refused ({exc.error_message}); disabled"
             return action, action["outcome"], None
         except OctopusError as exc:
             return action, "failed", f"{action['op']} {worker.get('Name')}: {exc}"
 
-    for action, outcome, note in parallel_map(run, plan["actions"], parallelism):
+    for action, outcome, note in parallel_map(run, list(actions), parallelism):
         counts = clouds[action["cloud"]]
         if outcome == "failed":
             counts["errors"].append(note)
@@ -156,12 +163,37 @@ def share_space(
             counts[outcome] += 1
             if note:
                 counts.setdefault("notes", []).append(note)
-    return _result(space, clouds, planned, dry_run=False)
 
 
-def _result(
-    space: Mapping[str, Any], clouds: dict[str, dict[str, Any]], planned: list[str], *, dry_run: bool
-):
+def retire_space(
+    hook: OctopusHook,
+    space: Mapping[str, Any],
+    fleets: Sequence[Mapping[str, Any]],
+    *,
+    dry_run: bool,
+    parallelism: int = DEFAULT_PARALLELISM,
+) -> dict[str, Any]:
+    """Remove the ``fleets``' records (by thumbprint) from ``space``'s shared pools: one read, then the writes."""
+    existing = hook.list_workers(space["id"], comm_styles=[POLLING])
+    actions = plan_retire(space, {f["cloud"]: f for f in fleets}, existing)
+    clouds = {cloud: {**_empty_counts(), "errors": []} for cloud in space["pools"]}
+    planned = [f"{a['op']} {a['worker'].get('Name')} ({a['cloud']}): {a['reason']}" for a in actions]
+    if dry_run:
+        for action in actions:
+            clouds[action["cloud"]][action["outcome"]] += 1
+    else:
+        execute_actions(hook, space["id"], actions, clouds, parallelism)
+    return _result(space, clouds, planned, dry_run=dry_run)
+
+
+def fleet_records(hook: OctopusHook, plan: Mapping[str, Any]) -> dict[str, Any]:
+    """Every record of a fleet in its initial pool, any health: what a teardown must remove everywhere."""
+    initial = plan["initial_space"]
+    workers = hook.list_workers(initial["id"], worker_pool_id=initial["pool_id"])
+    return {"cloud": plan["cloud"], "workers": fleet_identity(workers, name_prefix=plan["name_prefix"])}
+
+
+def _result(space: Mapping[str, Any], clouds: dict[str, dict[str, Any]], planned: list[str], *, dry_run: bool):
     for counts in clouds.values():
         counts["failed"] = 1 if counts["errors"] and not counts.get("not_run") else 0
     return {

@@ -45,8 +45,10 @@ def terraform_env(fleet_plan: Mapping[str, Any], action: str) -> dict[str, str]:
         "TF_VAR_name_prefix": fleet_plan["name_prefix"],
     }
     if cloud == "local":
-        # The simulated VMs run this interpreter (the one that has octopus_emulator importable).
+        # The simulated VMs run this interpreter, importing octopus_emulator from this package's root.
         env["TF_VAR_python_executable"] = sys.executable
+        inherited = os.environ.get("PYTHONPATH")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(include_dir().parent), inherited]))
     return env
 
 

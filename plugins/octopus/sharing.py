@@ -84,9 +84,7 @@ def resolve_targets(spaces: Sequence[Mapping[str, Any]], targets: Iterable[str] 
     if unknown:
         known = ", ".join(f"{s['Name']} ({s['Id']})" for s in spaces[:20])
         more = f" and {len(spaces) - 20} more" if len(spaces) > 20 else ""
-        raise SharingError(
-            f"target_spaces names no space: {', '.join(map(repr, unknown))}. Known: {known}{more}"
-        )
+        raise SharingError(f"target_spaces names no space: {', '.join(map(repr, unknown))}. Known: {known}{more}")
     return selected
 
 
@@ -108,9 +106,7 @@ def plan_fleets(
     every space until each cloud has its initial space, then only the selected ones.
     """
     if not spaces:
-        raise SharingError(
-            "Octopus returned no spaces: check that the API key's user can see at least one space"
-        )
+        raise SharingError("Octopus returned no spaces: check that the API key's user can see at least one space")
     clouds = sorted(set(clouds))
     if not clouds:
         raise SharingError("clouds is empty: select at least one of " + ", ".join(SUPPORTED_CLOUDS))
@@ -308,9 +304,7 @@ def plan_space(
         first = body["Id"] not in pending_updates
         pending_updates[body["Id"]] = body
         if first:
-            actions.append(
-                {"op": "update", "cloud": cloud, "outcome": outcome, "worker": body, "reason": reason}
-            )
+            actions.append({"op": "update", "cloud": cloud, "outcome": outcome, "worker": body, "reason": reason})
         else:
             for action in actions:
                 if action["op"] == "update" and action["worker"]["Id"] == body["Id"]:
@@ -353,9 +347,7 @@ def plan_space(
                     record = with_tp[0]
                     consumed.add(record["Id"])
                     body = record_body(record)
-                    body = _updated(
-                        body, WorkerPoolIds=[*body.get("WorkerPoolIds", []), pool_id], IsDisabled=False
-                    )
+                    body = _updated(body, WorkerPoolIds=[*body.get("WorkerPoolIds", []), pool_id], IsDisabled=False)
                     body["Endpoint"] = {**(body.get("Endpoint") or {}), "Uri": worker["uri"]}
                     queue_update(body, cloud, "fixed", f"{worker['name']}: added to pool {pool_id}")
                     continue
@@ -407,22 +399,68 @@ def plan_space(
                 continue
             others = [p for p in body.get("WorkerPoolIds", []) if p != pool_id]
             if others:
-                queue_update(
-                    _updated(body, WorkerPoolIds=others), cloud, "unshared", f"{record['Name']}: stale"
-                )
+                queue_update(_updated(body, WorkerPoolIds=others), cloud, "unshared", f"{record['Name']}: stale")
             else:
-                actions.append(
-                    {"op": "delete", "cloud": cloud, "outcome": "pruned", "worker": body, "reason": "stale"}
-                )
+                actions.append({"op": "delete", "cloud": cloud, "outcome": "pruned", "worker": body, "reason": "stale"})
     return {"actions": actions, "present": present, "errors": errors, "not_run": not_run}
+
+
+# --------------------------------------------------------------------------- teardown
+
+
+def fleet_identity(workers: Sequence[Mapping[str, Any]], *, name_prefix: str) -> list[dict[str, str]]:
+    """All polling records named like the fleet, whatever their health: the fleet a teardown removes."""
+    prefix = f"{name_prefix}-".casefold()
+    found: dict[str, dict[str, str]] = {}
+    for worker in workers:
+        name = (worker.get("Name") or "").strip()
+        if _is_polling(worker) and name.casefold().startswith(prefix) and _thumbprint(worker):
+            found.setdefault(
+                _thumbprint(worker),
+                {"name": name, "thumbprint": _thumbprint(worker), "uri": worker["Endpoint"].get("Uri") or ""},
+            )
+    return sorted(found.values(), key=lambda w: w["name"])
+
+
+def plan_retire(
+    space: Mapping[str, Any], fleets: Mapping[str, Mapping[str, Any]], existing: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Deletes that remove the fleets' records (matched by thumbprint) from ``space``'s shared pools.
+
+    A record that also belongs to other pools only loses the shared pool (*unshared*); anything else in the
+    space is untouched.
+    """
+    actions: list[dict[str, Any]] = []
+    bodies: dict[str, dict[str, Any]] = {}
+    for cloud in sorted(space["pools"]):
+        fleet = fleets.get(cloud)
+        if fleet is None:
+            continue
+        pool_id = space["pools"][cloud]["pool_id"]
+        thumbprints = {w["thumbprint"].upper() for w in fleet["workers"]}
+        for record in existing:
+            body = bodies.get(record["Id"]) or _updated(record)
+            if not _is_polling(record) or _thumbprint(record) not in thumbprints:
+                continue
+            if pool_id not in body.get("WorkerPoolIds", []):
+                continue
+            others = [p for p in body["WorkerPoolIds"] if p != pool_id]
+            body["WorkerPoolIds"] = others
+            if record["Id"] in bodies:
+                continue  # already planned by another cloud; the body above now drops this pool too
+            bodies[record["Id"]] = body
+            op, outcome = ("update", "unshared") if others else ("delete", "pruned")
+            actions.append({"op": op, "cloud": cloud, "outcome": outcome, "worker": body, "reason": "retire"})
+    for action in actions:
+        if action["op"] == "update" and not action["worker"]["WorkerPoolIds"]:
+            action.update(op="delete", outcome="pruned")
+    return actions
 
 
 # --------------------------------------------------------------------------- summary
 
 
-def summarize(
-    results: Iterable[Mapping[str, Any] | None], plans: Sequence[Mapping[str, Any]]
-) -> dict[str, Any]:
+def summarize(results: Iterable[Mapping[str, Any] | None], plans: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Merge per-space results into a spaces × clouds table of outcome counts.
 
     A space of the plans with no result (its task failed or never ran) counts as failed for each of its clouds.
@@ -437,9 +475,7 @@ def summarize(
             rows[space["id"]] = {
                 "space_id": space["id"],
                 "space_name": space["name"],
-                "clouds": {
-                    c: {"failed": 1, "errors": ["share task failed or did not run"]} for c in space["pools"]
-                },
+                "clouds": {c: {"failed": 1, "errors": ["share task failed or did not run"]} for c in space["pools"]},
             }
     ordered = sorted(rows.values(), key=lambda r: _id_number(r["space_id"]))
     clouds = sorted({c for r in ordered for c in r["clouds"]})

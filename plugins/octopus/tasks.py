@@ -67,9 +67,7 @@ def get_spaces(params: Mapping[str, Any], *, conn_id: str) -> list[dict[str, Any
             plan["initial_space"]["name"],
             plan["initial_space"]["id"],
             len(plan["spaces"]),
-            f"; without the pool: {', '.join(plan['spaces_without_pool'])}"
-            if plan["spaces_without_pool"]
-            else "",
+            f"; without the pool: {', '.join(plan['spaces_without_pool'])}" if plan["spaces_without_pool"] else "",
             f"; not selected: {len(plan['spaces_not_selected'])}" if plan["spaces_not_selected"] else "",
         )
     log.info("Discovery cost %d Octopus requests", hook.request_count)
@@ -116,9 +114,7 @@ def share_to_space(
         log.info("%s %s", "would" if result["dry_run"] else "did", line)
     failures = {c: v["errors"] for c, v in result["clouds"].items() if v.get("failed")}
     for cloud, counts in result["clouds"].items():
-        log.info(
-            "%s / %s: %s", space["name"], cloud, {k: v for k, v in counts.items() if v and k != "errors"}
-        )
+        log.info("%s / %s: %s", space["name"], cloud, {k: v for k, v in counts.items() if v and k != "errors"})
     if failures:
         message = f"Sharing into space {space['name']} ({space['id']}) failed: " + "; ".join(
             f"{cloud}: {' | '.join(errors)}" for cloud, errors in sorted(failures.items())
@@ -149,16 +145,87 @@ def summarize(
     )
     problems = []
     if summary["clouds_not_ready"]:
-        problems.append(
-            f"fleet not ready for {', '.join(summary['clouds_not_ready'])} (see terraform_apply/wait)"
-        )
+        problems.append(f"fleet not ready for {', '.join(summary['clouds_not_ready'])} (see terraform_apply/wait)")
     if summary["failed_spaces"]:
-        problems.append(
-            f"{len(summary['failed_spaces'])} space(s) failed: {', '.join(summary['failed_spaces'])}"
-        )
+        problems.append(f"{len(summary['failed_spaces'])} space(s) failed: {', '.join(summary['failed_spaces'])}")
     if problems:
         context["ti"].xcom_push(key="summary", value=summary)
+        raise AirflowException("; ".join(problems) + ". Clear the failed tasks (with downstream) to retry them.")
+    return summary
+
+
+# --------------------------------------------------------------------------- retire_octopus_workers
+
+
+def get_fleet_records(plans: Sequence[Mapping[str, Any]], *, conn_id: str) -> list[dict[str, Any]]:
+    """Per cloud, every record of the fleet in its initial pool (one read per cloud)."""
+    hook = OctopusHook(octopus_conn_id=conn_id)
+    with fail_fast_on_bad_input():
+        fleets = [operations.fleet_records(hook, plan) for plan in plans]
+    for fleet in fleets:
+        log.info(
+            "%s fleet: %d records: %s", fleet["cloud"], len(fleet["workers"]), [w["name"] for w in fleet["workers"]]
+        )
+    return fleets
+
+
+def retire_spaces(plans: Sequence[Mapping[str, Any]], *, role: str) -> list[dict[str, Any]]:
+    """Spaces a teardown visits in one phase: ``copy`` (remaining spaces) or ``initial``."""
+    visits = spaces_to_visit(plans, include_initial=True)
+    selected = []
+    for visit in visits:
+        pools = {c: p for c, p in visit["pools"].items() if p["role"] == role}
+        if pools:
+            selected.append({**visit, "pools": pools})
+    return selected
+
+
+def retire_from_space(
+    space: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]], context: Mapping[str, Any], *, conn_id: str
+) -> dict[str, Any]:
+    """Remove the fleets' records from one space; push the result, fail this index on any error."""
+    params = context["params"]
+    hook = OctopusHook(octopus_conn_id=conn_id)
+    dry_run = bool(params.get("dry_run", False))
+    try:
+        result = operations.retire_space(hook, space, list(fleets or []), dry_run=dry_run)
+    except OctopusError as exc:
+        result = {
+            "space_id": space["id"],
+            "space_name": space["name"],
+            "dry_run": dry_run,
+            "planned": [],
+            "clouds": {cloud: {"failed": 1, "errors": [str(exc)]} for cloud in space["pools"]},
+        }
+    result["requests"] = hook.request_count
+    context["ti"].xcom_push(key=SPACE_RESULT_KEY, value=result)
+    for line in result["planned"]:
+        log.info("%s %s", "would" if dry_run else "did", line)
+    failures = {c: v["errors"] for c, v in result["clouds"].items() if v.get("failed")}
+    if failures:
         raise AirflowException(
-            "; ".join(problems) + ". Clear the failed tasks (with downstream) to retry them."
+            f"Retiring from space {space['name']} ({space['id']}) failed: "
+            + "; ".join(f"{c}: {' | '.join(e)}" for c, e in sorted(failures.items()))
+        )
+    return result
+
+
+def summarize_retire(plans: Sequence[Mapping[str, Any]] | None, context: Mapping[str, Any]) -> dict[str, Any]:
+    """Teardown table; raises when any space failed."""
+    if not plans:
+        raise AirflowException("get_spaces produced no plan: see its log for the reason")
+    ti = context["ti"]
+    results = []
+    for task_id in ("retire_copies", "retire_initial"):
+        pulled = ti.xcom_pull(task_ids=task_id, key=SPACE_RESULT_KEY)
+        results += [pulled] if isinstance(pulled, Mapping) else list(pulled or [])
+    summary = summarize_results(results, [])
+    summary["dry_run"] = bool(context["params"].get("dry_run", False))
+    log.info(
+        "Retire summary%s:\n%s", " (dry run: nothing written)" if summary["dry_run"] else "", format_table(summary)
+    )
+    if summary["failed_spaces"]:
+        raise AirflowException(
+            f"{len(summary['failed_spaces'])} space(s) failed: {', '.join(summary['failed_spaces'])}"
         )
     return summary

@@ -1,0 +1,107 @@
+"""DAG integrity: the files import cleanly, wire the documented tasks, and validate their params."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.conftest import ROOT
+
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+@pytest.fixture(scope="module")
+def share_dag(dagbag):
+    return dagbag.dags["share_octopus_workers"]
+
+
+@pytest.fixture(scope="module")
+def retire_dag(dagbag):
+    return dagbag.dags["retire_octopus_workers"]
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == {"share_octopus_workers", "retire_octopus_workers"}
+
+
+def test_share_tasks_and_edges(share_dag):
+    upstream = {t.task_id: sorted(t.upstream_task_ids) for t in share_dag.tasks}
+    assert upstream == {
+        "get_spaces": [],
+        "terraform_apply": ["get_spaces"],
+        "wait_for_workers": ["get_spaces", "terraform_apply"],
+        "spaces_to_share": ["get_spaces"],
+        "share_to_space": ["spaces_to_share", "wait_for_workers"],
+        "summarize": ["get_spaces", "share_to_space", "wait_for_workers"],
+    }
+
+
+def test_share_mapping(share_dag):
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    assert isinstance(share_dag.get_task("share_to_space"), MappedOperator)
+    group = share_dag.get_task("terraform_apply").task_group
+    assert group.group_id == "fleet" and type(group).__name__ == "MappedTaskGroup"
+    assert share_dag.get_task("wait_for_workers").task_group is group
+    assert share_dag.get_task("wait_for_workers").mode == "reschedule"
+
+
+def test_share_schedule_and_retries(share_dag):
+    assert share_dag.schedule == "@daily"
+    assert share_dag.catchup is False
+    assert share_dag.max_active_runs == 1
+    assert share_dag.dagrun_timeout is not None
+    assert share_dag.default_args["retries"] >= 2
+    assert share_dag.doc_md and "Re-running only failed spaces" in share_dag.doc_md
+    assert share_dag.tags
+
+
+def test_retire_tasks_and_edges(retire_dag):
+    upstream = {t.task_id: sorted(t.upstream_task_ids) for t in retire_dag.tasks}
+    assert upstream["retire_initial"] == ["get_fleets", "initial_spaces", "retire_copies"]
+    assert upstream["terraform_destroy"] == ["get_spaces", "retire_initial"]
+    assert upstream["summarize"] == ["get_spaces", "terraform_destroy"]
+    assert retire_dag.schedule is None
+
+
+def params_error(dag, conf):
+    from airflow.sdk.definitions.param import ParamsDict
+
+    try:
+        params = ParamsDict(dag.params)
+        params.update(conf)
+        params.validate()
+    except Exception as exc:  # ParamValidationError
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize(
+    ("conf", "fragment"),
+    [
+        ({"clouds": ["oci"]}, "oci"),
+        ({"clouds": []}, "clouds"),
+        ({"instance_count": {"aws": -1}}, "instance_count"),
+        ({"instance_count": {"aws": "two"}}, "instance_count"),
+        ({"instance_count": {"oci": 1}}, "instance_count"),
+        ({"worker_pool_name": "Fixed Pool"}, "worker_pool_name"),
+        ({"registration_timeout_minutes": 0}, "registration_timeout_minutes"),
+        ({"wait_mode": "poke"}, "wait_mode"),
+        ({"dry_run": "yes"}, "dry_run"),
+    ],
+)
+def test_share_params_reject_bad_input(share_dag, conf, fragment):
+    error = params_error(share_dag, conf)
+    assert error is not None and fragment in error
+
+
+def test_share_params_accept_local_run(share_dag):
+    conf = {"clouds": ["local"], "instance_count": {"local": 2}, "target_spaces": ["Team A"], "dry_run": True}
+    assert params_error(share_dag, conf) is None
