@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from octopus.exceptions import OctopusError, OctopusNotFoundError, OctopusValidationError
-from octopus.sharing import POLLING, fleet_identity, plan_fleets, plan_retire, plan_space
+from octopus.exceptions import OctopusError, OctopusNotFoundError, OctopusPermissionError, OctopusValidationError
+from octopus.sharing import POLLING, SpaceAccessError, fleet_identity, plan_fleets, plan_retire, plan_space, same_name
 
 if TYPE_CHECKING:
     from octopus.hooks import OctopusHook
@@ -46,8 +46,14 @@ def discover(
 
     def prefetch(space_ids: Sequence[str]) -> None:
         missing = [s for s in space_ids if s not in pools]
-        for space_id, result in zip(missing, parallel_map(hook.list_worker_pools, missing, parallelism), strict=True):
+        for space_id, result in zip(missing, parallel_map(list_pools, missing, parallelism), strict=True):
             pools[space_id] = result
+
+    def list_pools(space_id: str) -> list[dict[str, Any]] | OctopusPermissionError:
+        try:
+            return hook.list_worker_pools(space_id)
+        except OctopusPermissionError as exc:  # one unreadable space must not stop every other one
+            return exc
 
     # Spaces whose pools plan_fleets may ask for: all of them without targets; with targets it stops early,
     # so fetch lazily in that case (each space at most once either way).
@@ -57,6 +63,8 @@ def discover(
     def pools_of(space_id: str) -> list[dict[str, Any]]:
         if space_id not in pools:
             prefetch([space_id])
+        if isinstance(pools[space_id], OctopusPermissionError):
+            raise SpaceAccessError(str(pools[space_id]))
         return pools[space_id]
 
     return plan_fleets(
@@ -69,6 +77,27 @@ def discover(
         name_prefix=name_prefix,
         server_url=hook.server_url,
     )
+
+
+def resolve_unknown_pools(hook: OctopusHook, space: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill in pool ids that discovery could not read (the space answered 403 then): one more read.
+
+    Clouds whose pool the space turns out not to have are dropped from the visit.
+    """
+    if all(p["pool_id"] for p in space["pools"].values()):
+        return dict(space)
+    pools = hook.list_worker_pools(space["id"])
+    resolved = {}
+    for cloud, entry in space["pools"].items():
+        if entry["pool_id"]:
+            resolved[cloud] = entry
+            continue
+        match = next((p for p in pools if same_name(p.get("Name"), entry["pool_name"])), None)
+        if match is not None and match.get("CanAddWorkers") is not False:
+            resolved[cloud] = {**entry, "pool_id": match["Id"]}
+        else:
+            log.warning("Space %s has no static pool %r: nothing to share there", space["name"], entry["pool_name"])
+    return {**space, "pools": resolved}
 
 
 def _empty_counts() -> dict[str, Any]:
@@ -91,6 +120,7 @@ def share_space(
     decides whether a result with failures fails the task.
     """
     by_cloud = {fleet["cloud"]: fleet for fleet in fleets}
+    space = resolve_unknown_pools(hook, space)
     existing = hook.list_workers(space["id"], comm_styles=[POLLING])
     plan = plan_space(space, by_cloud, existing, prune=prune)
     clouds: dict[str, dict[str, Any]] = {}

@@ -39,6 +39,10 @@ class SharingError(ValueError):
     """Bad input to a sharing decision; the message says what to change."""
 
 
+class SpaceAccessError(Exception):
+    """A space's pools could not be read (e.g. 403): raised by a ``pools_of`` callable of :func:`plan_fleets`."""
+
+
 # --------------------------------------------------------------------------- names
 
 
@@ -138,7 +142,21 @@ def plan_fleets(
             for plan in plans.values():
                 plan["spaces_not_selected"].append(space_name)
             continue
-        pools = pools_of(space_id)
+        try:
+            pools = pools_of(space_id)
+        except SpaceAccessError as exc:
+            undecided = [names[c] for c, plan in plans.items() if plan["initial_space"] is None]
+            if undecided:
+                raise SharingError(
+                    f"Cannot read the worker pools of space {space_name} ({space_id}): {exc}. It comes before "
+                    f"the first space holding {', '.join(map(repr, undecided))}, so the initial space cannot be "
+                    "decided. Grant the connection's user view access to it, or exclude it with target_spaces."
+                ) from None
+            if wanted:
+                # Visited anyway, so that its own map index fails with the reason and can be re-run alone.
+                for plan in plans.values():
+                    plan["spaces"].append({"id": space_id, "name": space_name, "pool_id": None, "error": str(exc)})
+            continue
         for cloud, plan in plans.items():
             pool = next((p for p in pools if same_name(p.get("Name"), names[cloud])), None)
             if pool is None:
@@ -179,7 +197,7 @@ def spaces_to_visit(plans: Sequence[Mapping[str, Any]], *, include_initial: bool
         entries += [(space, "copy") for space in plan["spaces"]]
         for space, role in entries:
             visit = by_id.setdefault(space["id"], {"id": space["id"], "name": space["name"], "pools": {}})
-            visit["pools"][plan["cloud"]] = {"pool_id": space["pool_id"], "role": role}
+            visit["pools"][plan["cloud"]] = {"pool_id": space["pool_id"], "pool_name": plan["pool_name"], "role": role}
     return sorted(by_id.values(), key=lambda v: _id_number(v["id"]))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from octopus.sharing import (
     SharingError,
+    SpaceAccessError,
     format_table,
     match_fleet,
     plan_fleets,
@@ -114,9 +115,7 @@ class TestPlanFleets:
     def test_dynamic_pool_is_not_a_target(self):
         pools = {
             "Spaces-1": [pool(1, "AWS Worker Pool TF")],
-            "Spaces-2": [
-                pool(2, "AWS Worker Pool TF", WorkerPoolType="DynamicWorkerPool", CanAddWorkers=False)
-            ],
+            "Spaces-2": [pool(2, "AWS Worker Pool TF", WorkerPoolType="DynamicWorkerPool", CanAddWorkers=False)],
         }
         (plan,), _ = self.plan([space(1), space(2)], pools)
         assert plan["spaces"] == []
@@ -128,6 +127,24 @@ class TestPlanFleets:
         (plan,), calls = self.plan(spaces, pools, target_spaces=["Space 004"])
         assert [s["id"] for s in plan["spaces"]] == ["Spaces-4"]
         assert calls == ["Spaces-1", "Spaces-4"]
+
+    def test_unreadable_space_after_initial_is_visited_with_its_reason(self):
+        def pools_of(space_id):
+            if space_id == "Spaces-2":
+                raise SpaceAccessError("403 Missing permission: WorkerView")
+            return [pool(1, "AWS Worker Pool TF")]
+
+        (plan,) = plan_fleets([space(1), space(2)], pools_of, clouds=["aws"], instance_count={"aws": 1})
+        assert plan["spaces"] == [
+            {"id": "Spaces-2", "name": "Space 002", "pool_id": None, "error": "403 Missing permission: WorkerView"}
+        ]
+
+    def test_unreadable_space_before_initial_fails_discovery(self):
+        def pools_of(space_id):
+            raise SpaceAccessError("403")
+
+        with pytest.raises(SharingError, match="initial space cannot be decided"):
+            plan_fleets([space(1), space(2)], pools_of, clouds=["aws"], instance_count={"aws": 1})
 
     def test_target_by_id(self):
         pools = {f"Spaces-{i}": [pool(i, "AWS Worker Pool TF")] for i in (1, 2, 3)}
@@ -148,11 +165,13 @@ class TestSpacesToVisit:
     plans = [
         {
             "cloud": "aws",
+            "pool_name": "AWS Worker Pool TF",
             "initial_space": {"id": "Spaces-1", "name": "A", "pool_id": "WorkerPools-1"},
             "spaces": [{"id": "Spaces-10", "name": "J", "pool_id": "WorkerPools-3"}],
         },
         {
             "cloud": "gcp",
+            "pool_name": "GCP Worker Pool TF",
             "initial_space": {"id": "Spaces-10", "name": "J", "pool_id": "WorkerPools-4"},
             "spaces": [{"id": "Spaces-2", "name": "B", "pool_id": "WorkerPools-5"}],
         },
@@ -161,7 +180,9 @@ class TestSpacesToVisit:
     def test_union_sorted_by_id_number(self):
         visits = spaces_to_visit(self.plans, include_initial=False)
         assert [v["id"] for v in visits] == ["Spaces-2", "Spaces-10"]
-        assert visits[1]["pools"] == {"aws": {"pool_id": "WorkerPools-3", "role": "copy"}}
+        assert visits[1]["pools"] == {
+            "aws": {"pool_id": "WorkerPools-3", "pool_name": "AWS Worker Pool TF", "role": "copy"}
+        }
 
     def test_initial_spaces_only_when_pruning(self):
         visits = spaces_to_visit(self.plans, include_initial=True)
@@ -315,6 +336,7 @@ class TestSummary:
     plans = [
         {
             "cloud": "aws",
+            "pool_name": "AWS Worker Pool TF",
             "initial_space": {"id": "Spaces-1", "name": "A", "pool_id": "p"},
             "spaces": [
                 {"id": "Spaces-2", "name": "B", "pool_id": "q"},

@@ -1,0 +1,103 @@
+"""Helpers for running the DAGs end to end with ``dag.test()`` against the emulator and the local cloud."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import ROOT
+
+TENTACLE_CTL = ROOT / "include" / "terraform" / "local" / "scripts" / "tentacle-ctl.sh"
+LOCAL_POOL = "Local Worker Pool TF"
+
+
+def load_dag(dag_id: str):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert bag.import_errors == {}, bag.import_errors
+    return bag.dags[dag_id]
+
+
+def local_conf(**overrides: Any) -> dict[str, Any]:
+    """Run conf for the local cloud with test-speed polling."""
+    conf = {
+        "clouds": ["local"],
+        "instance_count": {"local": 2},
+        "poll_interval_seconds": 1,
+        "registration_timeout_minutes": 2,
+        "name_prefix": "t",
+    }
+    conf.update(overrides)
+    return conf
+
+
+def run_dag(dag_id: str, conf: dict[str, Any]):
+    """Run a DAG once with ``dag.test()`` and return ``(dag_run, {task_id: {label: state}})``."""
+    dag = load_dag(dag_id)
+    dag_run = dag.test(run_conf=conf)
+    return dag_run, task_states(dag_run)
+
+
+def task_states(dag_run) -> dict[str, dict[str, str]]:
+    states: dict[str, dict[str, str]] = {}
+    for ti in dag_run.get_task_instances():
+        label = ti.rendered_map_index or (str(ti.map_index) if ti.map_index >= 0 else "")
+        states.setdefault(ti.task_id, {})[label] = str(ti.state)
+    return states
+
+
+def xcom_value(dag_run, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id, task_id=task_id, key=key, map_index=map_index)
+            .one_or_none()
+        )
+        return None if row is None else json.loads(row.value) if isinstance(row.value, str) else row.value
+
+
+def space_pool_members(state: dict[str, Any], pool_name: str = LOCAL_POOL) -> dict[str, list[dict[str, Any]]]:
+    """From an emulator state dump: space name → worker records in that space's pool named ``pool_name``."""
+    spaces = {s["Id"]: s["Name"] for s in state["spaces"]}
+    pools = {p["Id"]: p for p in state["pools"] if p["Name"] == pool_name}
+    members: dict[str, list[dict[str, Any]]] = {}
+    for pool in pools.values():
+        members.setdefault(spaces[pool["SpaceId"]], [])
+    for worker in state["workers"]:
+        for pool_id in worker["WorkerPoolIds"]:
+            if pool_id in pools:
+                members[spaces[pools[pool_id]["SpaceId"]]].append(worker)
+    return members
+
+
+def thumbprints(records: list[dict[str, Any]]) -> list[str]:
+    return sorted(w["Endpoint"]["Thumbprint"] for w in records)
+
+
+def duplicate_records(state: dict[str, Any]) -> list[tuple[str, str]]:
+    """(space id, thumbprint) pairs held by more than one record: never allowed."""
+    counts = Counter((w["SpaceId"], w["Endpoint"].get("Thumbprint")) for w in state["workers"])
+    return [key for key, n in counts.items() if n > 1]
+
+
+def stop_local_tentacles(runtime_dir: Path) -> None:
+    """Stop every simulated VM under ``runtime_dir`` (test teardown, whatever state Terraform is in)."""
+    if not runtime_dir.is_dir():
+        return
+    for home in runtime_dir.iterdir():
+        if home.is_dir():
+            subprocess.run(
+                ["bash", str(TENTACLE_CTL), "stop"],
+                env={**os.environ, "TENTACLE_NAME": home.name, "TENTACLE_HOME": str(home)},
+                capture_output=True,
+                check=False,
+                timeout=60,
+            )
