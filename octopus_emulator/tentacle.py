@@ -699,8 +699,20 @@ def _raise_terminated(signum: int, _frame: Any) -> None:
     raise _Terminated(signum)
 
 
+COMMANDS = ("register-worker",)
+
+
 def main(argv: list[str]) -> int:
-    """Run ``register-worker`` with ``argv`` (without the subcommand name); returns the exit status."""
+    """Run ``register-worker``; ``argv`` may start with the command name. Returns the exit status."""
+    argv = list(argv)
+    if argv and not argv[0].startswith("-"):
+        command = argv.pop(0)
+        if command not in COMMANDS:
+            print(
+                f"unknown tentacle command {command!r}; the simulator supports: {', '.join(COMMANDS)}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
     log.addHandler(handler)

@@ -58,9 +58,7 @@ class Terraform:
         self.runtime_dir = tmp / "runtime"
         cli_config = tmp / "terraformrc"
         cli_config.write_text("")
-        self.env = {
-            k: v for k, v in os.environ.items() if not k.startswith("TF_") and k != "OCTOPUS_API_KEY"
-        }
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TF_") and k != "OCTOPUS_API_KEY"}
         self.env.update(
             TF_IN_AUTOMATION="1",
             TF_INPUT="0",
@@ -90,9 +88,7 @@ class Terraform:
 
     def pids(self) -> dict[str, int]:
         """Instance name -> recorded simulator pid."""
-        return {
-            p.parent.name: int(p.read_text().strip()) for p in sorted(self.runtime_dir.glob("*/tentacle.pid"))
-        }
+        return {p.parent.name: int(p.read_text().strip()) for p in sorted(self.runtime_dir.glob("*/tentacle.pid"))}
 
     def cleanup(self) -> None:
         if (self.dir / "terraform.tfstate").exists():
@@ -109,3 +105,55 @@ def terraform(tmp_path) -> Iterator[Terraform]:
         yield tf
     finally:
         tf.cleanup()
+
+
+@pytest.fixture
+def octo():
+    """An Octopus server with two spaces, paged pools/policies and a comms port (TEMPORARY fake)."""
+    from fake_octopus import FakeOctopus
+
+    server = FakeOctopus(API_KEY)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def octo_prefixed():
+    """Like ``octo`` but served under the path prefix /octopus."""
+    from fake_octopus import FakeOctopus
+
+    server = FakeOctopus(API_KEY, prefix="/octopus")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+TENTACLE_CMD = [sys.executable, "-m", "octopus_emulator", "register-worker"]
+
+
+@pytest.fixture
+def start_tentacle(tmp_path):
+    """Start ``register-worker --run`` subprocesses (key via env); every one is killed at teardown."""
+    procs: list[subprocess.Popen] = []
+
+    def start(server, name: str = "w1", *extra: str) -> subprocess.Popen:
+        log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        argv = [*TENTACLE_CMD, "--server", server.url, "--name", name, "--workerpool", "Pool 1"]
+        argv += ["--server-comms-port", str(server.comms_port), "--home", str(tmp_path / name), "--run", *extra]
+        env = {**os.environ, "OCTOPUS_API_KEY": API_KEY, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        proc.log_path = tmp_path / f"{name}.log"
+        procs.append(proc)
+        log.close()
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)

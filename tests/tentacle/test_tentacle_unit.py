@@ -150,3 +150,13 @@ def test_unreadable_config_names_the_file(tmp_path):
     (home.path / "tentacle.config.json").write_text("{not json")
     with pytest.raises(ValueError, match="tentacle.config.json is unreadable"):
         home.trusted_servers()
+
+
+def test_main_accepts_the_command_name_first(capsys):
+    assert tentacle.main(["register-worker", "--help"]) == 0
+    assert "--workerpool" in capsys.readouterr().out
+
+
+def test_main_rejects_other_tentacle_commands(capsys):
+    assert tentacle.main(["deregister-worker"]) == 2
+    assert "unknown tentacle command 'deregister-worker'" in capsys.readouterr().err

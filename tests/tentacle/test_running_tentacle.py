@@ -1,0 +1,54 @@
+"""A running tentacle (--run): holds the comms channel, reconnects, and leaves on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+
+from conftest import API_KEY, wait_for
+
+from octopus_emulator.tentacle_state import TentacleHome
+
+
+def _status(tmp_path, name="w1"):
+    return TentacleHome(tmp_path / name).read_status() or {}
+
+
+def test_running_tentacle_holds_its_comms_channel(octo, start_tentacle, tmp_path):
+    start_tentacle(octo)
+    status = wait_for(lambda: _status(tmp_path).get("state") == "running" and _status(tmp_path), what="running")
+    wait_for(lambda: octo.connected.get(status["subscription"], 0) == 1, what="comms connection")
+
+
+def test_sigterm_closes_the_channel_and_exits_zero(octo, start_tentacle, tmp_path):
+    proc = start_tentacle(octo)
+    status = wait_for(lambda: _status(tmp_path).get("state") == "running" and _status(tmp_path), what="running")
+    wait_for(lambda: octo.connected.get(status["subscription"], 0) == 1, what="comms connection")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    wait_for(lambda: octo.connected.get(status["subscription"]) == 0, what="disconnect")
+
+
+def test_tentacle_reconnects_after_the_server_drops_it(octo, start_tentacle, tmp_path):
+    start_tentacle(octo)
+    status = wait_for(lambda: _status(tmp_path).get("state") == "running" and _status(tmp_path), what="running")
+    wait_for(lambda: octo.connected.get(status["subscription"], 0) == 1, what="comms connection")
+    octo.drop_comms()
+    wait_for(lambda: octo.connections_total >= 2 and octo.connected[status["subscription"]] == 1, what="reconnect")
+
+
+def test_sigterm_during_boot_delay_exits_without_registering(octo, start_tentacle, tmp_path):
+    proc = start_tentacle(octo, "w1", "--boot-delay", "60")
+    wait_for(lambda: _status(tmp_path).get("state") == "booting", what="booting")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 143
+    assert not octo.workers
+
+
+def test_running_tentacle_log_never_contains_the_key(octo, start_tentacle, tmp_path):
+    proc = start_tentacle(octo)
+    wait_for(lambda: _status(tmp_path).get("state") == "running", what="running")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+    log = proc.log_path.read_text()
+    assert "Machine registered successfully" in log
+    assert API_KEY not in log
