@@ -1,24 +1,25 @@
 """PATH shim standing in for the tools configure-tentacle.sh calls (curl, apt-get, gpg, aws, Tentacle, ...).
 
 Installed as symlinks named after each tool; dispatches on the name it was called by. State lives in
-$SHIM_STATE (outside the simulated VM disk): every call except Tentacle's is appended to calls.jsonl; Tentacle
-appends its full argv to tentacle.jsonl (the one file allowed to hold the API key) and only the verb to
-calls.jsonl, which keeps the global order. The secret stores serve $SHIM_STATE/secret-value, read from the file,
-never from the environment, so the script's environment never holds it.
+$SHIM_STATE (outside the simulated VM disk), one Python literal a line: every call except Tentacle's is appended to
+calls.jsonl; Tentacle appends its full argv to tentacle.jsonl (the one file allowed to hold the API key) and only
+the verb to calls.jsonl, which keeps the global order. The secret stores serve the file
+$SHIM_STATE/secret-value, never an environment variable, so the script's environment never holds the key.
 
 Fault injection: SHIM_FAIL="tool" or "tool=substring-of-argv"; SHIM_FAIL_TIMES=N fails only the first N matches.
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import binascii
 import os
 import sys
-from pathlib import Path
 
-STATE = Path(os.environ["SHIM_STATE"])
-ROOT = Path(os.environ["OCTOPUS_BOOTSTRAP_ROOT"])
+# os.path, binascii and repr() records rather than pathlib, base64 and json (imported lazily, for replies only):
+# the shim starts ~25 times per script run, so its start-up time is most of the test suite's time.
+
+STATE = os.environ["SHIM_STATE"]
+ROOT = os.environ["OCTOPUS_BOOTSTRAP_ROOT"]
 IMDS_TOKEN = "imds-session-token"
 AZURE_TOKEN = "azure-access-token"
 GCP_TOKEN = "gcp-access-token"
@@ -28,8 +29,8 @@ GCP_INSTANCE_NAME = "octo-w-x7k2"
 
 
 def record(path: str, entry: dict) -> None:
-    with open(STATE / path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry) + "\n")
+    with open(os.path.join(STATE, path), "a", encoding="utf-8") as fh:
+        fh.write(repr(entry) + "\n")
 
 
 def should_fail(tool: str, argv: list[str]) -> bool:
@@ -42,14 +43,24 @@ def should_fail(tool: str, argv: list[str]) -> bool:
     limit = os.environ.get("SHIM_FAIL_TIMES")
     if limit is None:
         return True
-    counter = STATE / "fail-count"
-    count = int(counter.read_text()) if counter.exists() else 0
-    counter.write_text(str(count + 1))
+    counter = os.path.join(STATE, "fail-count")
+    count = int(read(counter)) if os.path.exists(counter) else 0
+    write(counter, str(count + 1))
     return count < int(limit)
 
 
+def read(path: str) -> str:
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def write(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
 def api_key() -> str:
-    return (STATE / "secret-value").read_text()
+    return read(os.path.join(STATE, "secret-value"))
 
 
 def option(argv: list[str], name: str) -> str | None:
@@ -57,6 +68,7 @@ def option(argv: list[str], name: str) -> str | None:
 
 
 def curl(argv: list[str]) -> int:
+    import json
     url = next(a for a in argv if a.startswith("http"))
     headers = [argv[i + 1] for i, a in enumerate(argv) if a == "-H"]
     if "@-" in headers:
@@ -66,7 +78,7 @@ def curl(argv: list[str]) -> int:
 
     def reply(body: str) -> int:
         if out:
-            Path(out).write_text(body)
+            write(out, body)
         else:
             sys.stdout.write(body)
         return 0
@@ -99,7 +111,7 @@ def curl(argv: list[str]) -> int:
     if url.startswith("https://secretmanager.googleapis.com/v1/"):
         if f"Authorization: Bearer {GCP_TOKEN}" not in headers:
             return denied()
-        data = base64.b64encode(api_key().encode()).decode()
+        data = binascii.b2a_base64(api_key().encode(), newline=False).decode()
         return reply(json.dumps({"name": url, "payload": {"data": data}}))
     if url.endswith((".key", "/gpg", ".asc")):
         return reply("-----BEGIN PGP PUBLIC KEY BLOCK-----\nfake\n-----END PGP PUBLIC KEY BLOCK-----\n")
@@ -119,23 +131,23 @@ def aws(argv: list[str]) -> int:
 
 def apt_get(argv: list[str]) -> int:
     if "install" in argv and any(a == "tentacle" or a.startswith("tentacle=") for a in argv):
-        tentacle = ROOT / "opt/octopus/tentacle/Tentacle"
-        tentacle.parent.mkdir(parents=True, exist_ok=True)
-        if not tentacle.exists():
-            tentacle.symlink_to(Path(__file__).with_name("Tentacle"))
+        tentacle = os.path.join(ROOT, "opt/octopus/tentacle/Tentacle")
+        os.makedirs(os.path.dirname(tentacle), exist_ok=True)
+        if not os.path.lexists(tentacle):
+            os.symlink(os.path.join(os.path.dirname(__file__), "Tentacle"), tentacle)
     return 0
 
 
 def tentacle(argv: list[str]) -> int:
     if argv and argv[0] == "create-instance":
-        config = Path(option(argv, "--config"))
-        config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text("<octopus-settings/>")
+        config = option(argv, "--config")
+        os.makedirs(os.path.dirname(config), exist_ok=True)
+        write(config, "<octopus-settings/>")
     return 0
 
 
 def main() -> int:
-    tool = Path(sys.argv[0]).name
+    tool = os.path.basename(sys.argv[0])
     argv = sys.argv[1:]
     if tool == "Tentacle":
         record("calls.jsonl", {"cmd": tool, "argv": argv[:1]})
@@ -154,7 +166,7 @@ def main() -> int:
     if tool == "Tentacle":
         return tentacle(argv)
     if tool == "gpg":
-        Path(option(argv, "-o")).write_text("dearmored keyring\n")
+        write(option(argv, "-o"), "dearmored keyring\n")
         return 0
     if tool == "dpkg" and argv == ["--print-architecture"]:
         print("amd64")

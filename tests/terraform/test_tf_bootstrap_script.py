@@ -42,14 +42,14 @@ def test_rendered_script_is_shellcheck_clean(rendered, tmp_path):
     assert done.returncode == 0, done.stdout
 
 
-def test_register_worker_gets_exact_arguments(rendered, sandbox):
-    result = sandbox.run(rendered["aws-secretsmanager"])
+def test_register_worker_gets_exact_arguments(run_once):
+    result = run_once("aws-secretsmanager")
     assert result.returncode == 0, result.stderr + result.log
     assert register_calls(result) == [EXPECTED_REGISTER]
 
 
-def test_tentacle_is_set_up_for_polling_before_registration(rendered, sandbox):
-    result = sandbox.run(rendered["aws-secretsmanager"])
+def test_tentacle_is_set_up_for_polling_before_registration(run_once):
+    result = run_once("aws-secretsmanager")
     assert result.tentacle_verbs() == ["create-instance", "new-certificate", "configure", "register-worker",
                                        "service"]
     configure = result.tentacle_calls[2]
@@ -57,8 +57,8 @@ def test_tentacle_is_set_up_for_polling_before_registration(rendered, sandbox):
     assert result.tentacle_calls[-1][-2:] == ["--install", "--start"]
 
 
-def test_registration_and_service_start_come_before_optional_tooling(rendered, sandbox):
-    result = sandbox.run(rendered["aws-secretsmanager"])
+def test_registration_and_service_start_come_before_optional_tooling(run_once):
+    result = run_once("aws-secretsmanager")
     order = [(c["cmd"], " ".join(c["argv"])) for c in result.calls]
     started = order.index(("Tentacle", "service"))
     registered = order.index(("Tentacle", "register-worker"))
@@ -68,8 +68,9 @@ def test_registration_and_service_start_come_before_optional_tooling(rendered, s
     assert registered < started < min(tooling)
 
 
-def test_key_appears_only_in_register_worker_api_key_argument(rendered, sandbox):
-    result = sandbox.run(rendered["aws-secretsmanager"])
+def test_key_appears_only_in_register_worker_api_key_argument(run_once):
+    result = run_once("aws-secretsmanager")
+    sandbox = result.sandbox
     assert result.returncode == 0
     assert [p.name for p in sandbox.files_containing(TEST_KEY)] == ["tentacle.jsonl"]
     holders = [argv for argv in result.tentacle_calls if TEST_KEY in argv]
@@ -79,8 +80,9 @@ def test_key_appears_only_in_register_worker_api_key_argument(rendered, sandbox)
 
 
 @pytest.mark.parametrize("store", ["aws-ssm", "azure-keyvault", "gcp-secretmanager"])
-def test_key_is_read_from_each_secret_store_and_never_leaks(rendered, sandbox, store):
-    result = sandbox.run(rendered[store])
+def test_key_is_read_from_each_secret_store_and_never_leaks(run_once, store):
+    result = run_once(store)
+    sandbox = result.sandbox
     assert result.returncode == 0, result.stderr + result.log
     (register,) = register_calls(result)
     assert register[register.index("--apiKey") + 1] == TEST_KEY
@@ -93,22 +95,22 @@ def test_key_is_read_from_each_secret_store_and_never_leaks(rendered, sandbox, s
     ("azure-keyvault", "octo-w-3-1a2b3c4d"),
     ("gcp-secretmanager", "octo-w-x7k2"),
 ])
-def test_worker_name_comes_from_the_instance_identity(rendered, sandbox, store, worker_name):
-    result = sandbox.run(rendered[store])
+def test_worker_name_comes_from_the_instance_identity(run_once, store, worker_name):
+    result = run_once(store)
     (register,) = register_calls(result)
     assert register[register.index("--name") + 1] == worker_name
 
 
-def test_aws_reads_the_secret_in_the_region_of_its_arn(rendered, sandbox):
-    sandbox.run(rendered["aws-secretsmanager"])
-    (call,) = [c["argv"] for c in sandbox.jsonl("calls.jsonl") if c["cmd"] == "aws"]
+def test_aws_reads_the_secret_in_the_region_of_its_arn(run_once):
+    (call,) = [c["argv"] for c in run_once("aws-secretsmanager").calls if c["cmd"] == "aws"]
     assert call[:2] == ["secretsmanager", "get-secret-value"]
     assert call[call.index("--region") + 1] == "eu-west-1"
     assert call[call.index("--secret-id") + 1] == STORES["aws-secretsmanager"]["secret_ref"]
 
 
-def test_octopus_repo_uses_signed_by_keyring_and_stable_channel(rendered, sandbox):
-    result = sandbox.run(rendered["aws-secretsmanager"])
+def test_octopus_repo_uses_signed_by_keyring_and_stable_channel(run_once):
+    result = run_once("aws-secretsmanager")
+    sandbox = result.sandbox
     sources = sandbox.root / "etc/apt/sources.list.d/octopus.list"
     assert sources.read_text() == (
         "deb [signed-by=/etc/apt/keyrings/octopus.gpg] https://apt.octopus.com/ stable main\n")
@@ -116,14 +118,15 @@ def test_octopus_repo_uses_signed_by_keyring_and_stable_channel(rendered, sandbo
     assert not any("apt-key" in " ".join([c["cmd"], *c["argv"]]) for c in result.calls)
 
 
-def test_pinned_tentacle_version_is_installed(rendered, sandbox):
-    result = sandbox.run(rendered["pinned"])
+def test_pinned_tentacle_version_is_installed(run_once):
+    result = run_once("pinned")
     installs = [c["argv"] for c in result.calls if c["cmd"] == "apt-get" and "install" in c["argv"]]
     assert installs[0][-1] == "tentacle=8.3.2700"
 
 
-def test_optional_tooling_is_skipped_when_disabled(rendered, sandbox):
-    result = sandbox.run(rendered["no-tooling"])
+def test_optional_tooling_is_skipped_when_disabled(run_once):
+    result = run_once("no-tooling")
+    sandbox = result.sandbox
     assert result.returncode == 0
     assert [c for c in result.calls if c["cmd"] in ("docker", "systemctl", "dpkg")] == []
     assert not (sandbox.root / "etc/apt/sources.list.d/docker.list").exists()
@@ -188,16 +191,17 @@ def test_empty_secret_is_retried_then_fails(rendered, tmp_path):
     assert register_calls(result) == []
 
 
-def test_shell_metacharacters_in_values_reach_tentacle_verbatim(rendered, sandbox):
-    result = sandbox.run(rendered["hostile"])
+def test_shell_metacharacters_in_values_reach_tentacle_verbatim(run_once):
+    result = run_once("hostile")
+    sandbox = result.sandbox
     assert result.returncode == 0, result.stderr + result.log
     (register,) = register_calls(result)
     assert register[register.index("--space") + 1] == HOSTILE_SPACE
     assert not list(sandbox.base.rglob("pwned*"))
 
 
-def test_invalid_rendered_value_is_rejected_with_its_name(rendered, sandbox):
-    result = sandbox.run(rendered["bad-url"])
+def test_invalid_rendered_value_is_rejected_with_its_name(run_once):
+    result = run_once("bad-url")
     assert result.returncode != 0
     assert "octopus_server_url must be an http(s) URL" in result.stderr
     assert result.calls == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -174,7 +175,7 @@ class Sandbox:
         (self.root / "etc/os-release").write_text('ID=ubuntu\nVERSION_ID="24.04"\nVERSION_CODENAME=noble\n')
         (self.state / "secret-value").write_text(secret_value)
         shim = self.shims / "shim.py"
-        shim.write_text(f"#!{sys.executable}\n" + SHIM_SOURCE.read_text())
+        shim.write_text(f"#!{sys.executable} -IS\n" + SHIM_SOURCE.read_text())
         shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
         for tool in SHIMMED_TOOLS:
             (self.shims / tool).symlink_to(shim)
@@ -184,7 +185,7 @@ class Sandbox:
 
     def jsonl(self, name: str) -> list[dict]:
         path = self.state / name
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return [ast.literal_eval(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def run(self, script: str, **env_extra: str) -> RunResult:
         path = self.base / "configure-tentacle.rendered.sh"
@@ -208,7 +209,7 @@ class Sandbox:
         """Every file under the sandbox that contains needle (the secret store's own file excluded)."""
         hits = []
         for p in self.base.rglob("*"):
-            if p.is_file() and not p.is_symlink() and p != self.state / "secret-value":
-                if needle.encode() in p.read_bytes():
-                    hits.append(p)
+            readable = p.is_file() and not p.is_symlink() and p != self.state / "secret-value"
+            if readable and needle.encode() in p.read_bytes():
+                hits.append(p)
         return hits
