@@ -8,11 +8,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from octopus_emulator.testing import EmulatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "include" / "terraform" / "local"
@@ -107,28 +110,152 @@ def terraform(tmp_path) -> Iterator[Terraform]:
         tf.cleanup()
 
 
-@pytest.fixture
-def octo():
-    """An Octopus server with two spaces, paged pools/policies and a comms port (TEMPORARY fake)."""
-    from fake_octopus import FakeOctopus
+SCENARIO = {
+    "default_take": 2,  # small pages, so every listing has to follow Page.Next
+    "default_worker_pool": False,
+    "spaces": [
+        {
+            "Name": "Default",
+            "IsDefault": True,
+            "pools": [{"Name": f"Pool {i}", "SortOrder": i} for i in range(1, 6)],
+            "policies": [{"Name": "Fast"}, {"Name": "Slow"}],
+        },
+        {"Name": " Second ", "pools": [{"Name": "Airflow Pool", "SortOrder": 1}]},
+    ],
+}
 
-    server = FakeOctopus(API_KEY)
+
+class Octo:
+    """The emulator as the tentacle tests see it: its URLs, request log, worker records and comms channel."""
+
+    def __init__(self, emu: EmulatorProcess, url: str | None = None) -> None:
+        self.emu = emu
+        self.url = url or emu.url
+        self.comms_port = emu.comms_port
+        self.control = emu.control
+        self.http = emu.session()
+
+    @property
+    def log(self) -> list[str]:
+        """Requests so far, as ``METHOD /path?query``."""
+        return [
+            f"{r['method']} {r['path']}" + (f"?{r['query']}" if r["query"] else "") for r in self.control.requests()
+        ]
+
+    def clear_log(self) -> None:
+        self.control.clear_requests()
+
+    def get(self, path: str):
+        resp = self.http.get(self.emu.url + path, timeout=10)
+        resp.raise_for_status()
+        return resp.json()
+
+    def pool_id(self, space_id: str, name: str) -> str:
+        return next(p["Id"] for p in self.get(f"/api/{space_id}/workerpools/all") if p["Name"] == name)
+
+    def policy_id(self, space_id: str, name: str) -> str:
+        return next(p["Id"] for p in self.get(f"/api/{space_id}/machinepolicies/all") if p["Name"] == name)
+
+    @property
+    def workers(self) -> dict[str, dict]:
+        """Every worker record in every space, by Id (fresh from the REST API)."""
+        out: dict[str, dict] = {}
+        for space in self.get("/api/spaces/all"):
+            out.update({w["Id"]: w for w in self.get(f"/api/{space['Id']}/workers/all")})
+        return out
+
+    def health(self, worker: dict) -> str:
+        return self.get(f"/api/{worker['SpaceId']}/workers/{worker['Id']}")["HealthStatus"]
+
+    def connections(self, subscription: str) -> int:
+        """Open comms connections of the tentacle with this subscription id."""
+        return sum(c["connections"] for c in self.control.comms() if c["subscription"] == subscription)
+
+    def drop_comms(self) -> None:
+        """Close every comms connection from the server side."""
+        self.control.drop_tentacle(None)
+
+
+@pytest.fixture(scope="session")
+def emulator_for_tentacles() -> Iterator[EmulatorProcess]:
+    emu = EmulatorProcess(api_key=API_KEY, health_check_delay=0.2, scenario=SCENARIO)
+    emu.start()
     try:
-        yield server
+        yield emu
     finally:
-        server.close()
+        emu.close()
 
 
 @pytest.fixture
-def octo_prefixed():
-    """Like ``octo`` but served under the path prefix /octopus."""
-    from fake_octopus import FakeOctopus
+def octo(emulator_for_tentacles) -> Octo:
+    """The emulator reset to SCENARIO with an empty request log."""
+    emu = emulator_for_tentacles
+    if not emu.running:
+        emu.start()
+    emu.control.clear_faults()
+    emu.control.reset(SCENARIO)
+    emu.control.clear_requests()
+    return Octo(emu)
 
-    server = FakeOctopus(API_KEY, prefix="/octopus")
+
+class PrefixProxy:
+    """Serves the emulator under the path prefix /octopus (a reverse proxy that strips it)."""
+
+    def __init__(self, target: str, prefix: str = "/octopus") -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import requests
+
+        session = requests.Session()
+        self.log: list[str] = []
+        log = self.log
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _forward(self):
+                log.append(f"{self.command} {self.path}")
+                if not self.path.startswith(prefix + "/"):
+                    self.send_error(404)
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                resp = session.request(
+                    self.command,
+                    target + self.path[len(prefix) :],
+                    headers=headers,
+                    data=self.rfile.read(length) if length else None,
+                    timeout=30,
+                )
+                self.send_response(resp.status_code)
+                self.send_header("Content-Type", resp.headers.get("Content-Type", "application/json"))
+                self.send_header("Content-Length", str(len(resp.content)))
+                self.end_headers()
+                self.wfile.write(resp.content)
+
+            do_GET = do_POST = do_PUT = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{prefix}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def octo_prefixed(octo) -> Iterator[Octo]:
+    """``octo`` reached through a reverse proxy under the path prefix /octopus."""
+    proxy = PrefixProxy(octo.emu.url)
+    prefixed = Octo(octo.emu, url=proxy.url)
+    prefixed.proxy_log = proxy.log
     try:
-        yield server
+        yield prefixed
     finally:
-        server.close()
+        proxy.close()
 
 
 TENTACLE_CMD = [sys.executable, "-m", "octopus_emulator", "register-worker"]

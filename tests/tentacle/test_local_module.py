@@ -29,7 +29,7 @@ def apply(terraform, fleet_vars, count):
 def registered(octo, names):
     """Worker records named ``names`` whose tentacles hold a comms connection."""
     workers = {w["Name"]: w for w in octo.workers.values()}
-    return all(n in workers and octo.health(workers[n]) == "Healthy" for n in names) and workers
+    return all(n in workers and workers[n]["HealthStatus"] == "Healthy" for n in names) and workers
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_destroy_stops_every_process_and_disconnects(fleet, fleet_vars, octo):
     pids = fleet.pids().values()
     fleet.run("destroy", "-auto-approve", **fleet_vars, instance_count="2")
     assert not any(pid_alive(p) for p in pids)
-    wait_for(lambda: all(octo.health(w) == "Unavailable" for w in octo.workers.values()), what="Unavailable")
+    wait_for(lambda: all(w["HealthStatus"] == "Unavailable" for w in octo.workers.values()), what="Unavailable")
 
 
 def test_destroy_deletes_each_instance_disk(fleet, fleet_vars):

@@ -31,7 +31,7 @@ def register(octo, tmp_path, monkeypatch, capsys):
 
 
 def test_registration_makes_the_register_worker_calls_in_order(octo, register):
-    assert register("--policy", "slow")[0] == 0
+    assert register("--policy", "slow", pools=("Pool 3",))[0] == 0
     assert octo.log == [
         "GET /api",
         "GET /api/users/me",
@@ -42,6 +42,7 @@ def test_registration_makes_the_register_worker_calls_in_order(octo, register):
         "GET /api/Spaces-1/machinepolicies",
         "GET /api/Spaces-1/machinepolicies?skip=2&take=2",
         "GET /api/Spaces-1/workerpools",
+        "GET /api/Spaces-1/workerpools?skip=2&take=2",
         "POST /api/Spaces-1/workers",
     ]
 
@@ -51,17 +52,19 @@ def test_new_worker_is_a_polling_worker_with_home_identity(octo, register, tmp_p
     (worker,) = octo.workers.values()
     home = TentacleHome(tmp_path / "home")
     (trust,) = home.trusted_servers()
-    assert worker["Endpoint"] == {
-        "CommunicationStyle": "TentacleActive",
-        "Uri": trust.subscription_id,
-        "Thumbprint": home.ensure_certificate(),
-    }
+    endpoint = worker["Endpoint"]
+    assert (endpoint["CommunicationStyle"], endpoint["Uri"], endpoint["Thumbprint"]) == (
+        "TentacleActive",
+        trust.subscription_id,
+        home.ensure_certificate(),
+    )
 
 
 def test_trust_entry_records_server_thumbprint_and_comms_address(octo, register, tmp_path):
     register()
     (trust,) = TentacleHome(tmp_path / "home").trusted_servers()
-    assert (trust.thumbprint, trust.address) == ("F" * 40, f"https://127.0.0.1:{octo.comms_port}")
+    server_thumbprint = octo.get("/api/configuration/certificates/certificate-global")["Thumbprint"]
+    assert (trust.thumbprint, trust.address) == (server_thumbprint, f"https://127.0.0.1:{octo.comms_port}")
 
 
 def test_policy_is_omitted_without_policy_flag(octo, register):
@@ -80,16 +83,17 @@ def test_rerun_with_force_reuses_thumbprint_subscription_and_worker_id(octo, reg
 
 def test_force_puts_to_self_link_and_replaces_pools(octo, register):
     register()
-    octo.log.clear()
+    octo.clear_log()
     register("--force", pools=("Pool 3", "pool-4"))
+    last_request = octo.log[-1]
     (worker,) = octo.workers.values()
-    assert octo.log[-1] == f"PUT /api/Spaces-1/workers/{worker['Id']}"
-    assert worker["WorkerPoolIds"] == ["WorkerPools-3", "WorkerPools-4"]
+    assert last_request == f"PUT /api/Spaces-1/workers/{worker['Id']}"
+    assert worker["WorkerPoolIds"] == [octo.pool_id("Spaces-1", "Pool 3"), octo.pool_id("Spaces-1", "Pool 4")]
 
 
 def test_existing_name_without_force_fails_and_writes_nothing(octo, register):
     register()
-    octo.log.clear()
+    octo.clear_log()
     rc, out = register(name="W1 ")
     assert rc == 1
     assert "A worker named 'W1' already exists in the environment. Use the 'force' parameter" in out
@@ -99,12 +103,13 @@ def test_existing_name_without_force_fails_and_writes_nothing(octo, register):
 def test_pool_resolves_by_slug_after_a_name_listing(octo, register):
     register(pools=("pool-5",))
     (worker,) = octo.workers.values()
-    assert worker["WorkerPoolIds"] == ["WorkerPools-5"]
+    assert worker["WorkerPoolIds"] == [octo.pool_id("Spaces-1", "Pool 5")]
 
 
 def test_pool_resolves_by_id_after_name_and_slug_listings(octo, register):
-    register(pools=("WorkerPools-2",))
-    assert octo.log[-2:] == ["GET /api/Spaces-1/workerpools?ids=WorkerPools-2", "POST /api/Spaces-1/workers"]
+    pool_id = octo.pool_id("Spaces-1", "Pool 2")
+    assert register(pools=(pool_id,))[0] == 0
+    assert octo.log[-2:] == [f"GET /api/Spaces-1/workerpools?ids={pool_id}", "POST /api/Spaces-1/workers"]
 
 
 def test_unknown_pool_fails_with_name_slug_or_id_message(octo, register):
@@ -134,7 +139,7 @@ def test_unknown_space_fails_with_tentacles_message(octo, register):
 
 def test_server_under_a_path_prefix(octo_prefixed, register):
     assert register(server=octo_prefixed)[0] == 0
-    assert octo_prefixed.log[0] == "GET /octopus/api"
+    assert octo_prefixed.proxy_log[0] == "GET /octopus/api"
     assert len(octo_prefixed.workers) == 1
 
 

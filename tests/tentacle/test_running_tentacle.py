@@ -13,27 +13,42 @@ def _status(tmp_path, name="w1"):
     return TentacleHome(tmp_path / name).read_status() or {}
 
 
-def test_running_tentacle_holds_its_comms_channel(octo, start_tentacle, tmp_path):
+def _log_after_drop(tmp_path):
+    text = (tmp_path / "w1.log").read_text()
+    return text.split("Lost the comms channel", 1)[1] if "Lost the comms channel" in text else ""
+
+
+def _worker(octo):
+    workers = list(octo.workers.values())
+    return workers[0] if workers else {}
+
+
+def test_running_tentacle_turns_its_worker_healthy(octo, start_tentacle, tmp_path):
+    start_tentacle(octo)
+    wait_for(lambda: _worker(octo).get("HealthStatus") == "Healthy", what="Healthy")
+
+
+def test_running_tentacle_holds_one_comms_connection(octo, start_tentacle, tmp_path):
     start_tentacle(octo)
     status = wait_for(lambda: _status(tmp_path).get("state") == "running" and _status(tmp_path), what="running")
-    wait_for(lambda: octo.connected.get(status["subscription"], 0) == 1, what="comms connection")
+    wait_for(lambda: octo.connections(status["subscription"]) == 1, what="comms connection")
 
 
-def test_sigterm_closes_the_channel_and_exits_zero(octo, start_tentacle, tmp_path):
+def test_sigterm_exits_zero_and_the_worker_turns_unavailable(octo, start_tentacle, tmp_path):
     proc = start_tentacle(octo)
-    status = wait_for(lambda: _status(tmp_path).get("state") == "running" and _status(tmp_path), what="running")
-    wait_for(lambda: octo.connected.get(status["subscription"], 0) == 1, what="comms connection")
+    wait_for(lambda: _worker(octo).get("HealthStatus") == "Healthy", what="Healthy")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
-    wait_for(lambda: octo.connected.get(status["subscription"]) == 0, what="disconnect")
+    wait_for(lambda: _worker(octo).get("HealthStatus") == "Unavailable", what="Unavailable")
 
 
 def test_tentacle_reconnects_after_the_server_drops_it(octo, start_tentacle, tmp_path):
     start_tentacle(octo)
     status = wait_for(lambda: _status(tmp_path).get("state") == "running" and _status(tmp_path), what="running")
-    wait_for(lambda: octo.connected.get(status["subscription"], 0) == 1, what="comms connection")
+    wait_for(lambda: octo.connections(status["subscription"]) == 1, what="comms connection")
     octo.drop_comms()
-    wait_for(lambda: octo.connections_total >= 2 and octo.connected[status["subscription"]] == 1, what="reconnect")
+    wait_for(lambda: "Comms channel to" in _log_after_drop(tmp_path), what="a reconnect in the log")
+    wait_for(lambda: octo.connections(status["subscription"]) == 1, what="reconnected")
 
 
 def test_sigterm_during_boot_delay_exits_without_registering(octo, start_tentacle, tmp_path):
