@@ -250,6 +250,8 @@ class OctopusHook(HttpHook):
     :param retry_initial_wait: first backoff wait in seconds (doubles each retry, plus jitter).
     :param retry_max_wait: cap of one backoff wait (``Retry-After`` may exceed it, within the total budget).
     :param timeout: seconds per HTTP request (overrides the extra).
+    :param pacing: a :class:`~octopus.pacing.TokenBucket` to take a token from before every request, instead
+        of one built from ``max_requests_per_minute``; share one between hooks of the same Octopus user.
     :param kwargs: passed to ``HttpHook`` (``tcp_keep_alive``, ``adapter``, ...).
     """
 
@@ -269,6 +271,7 @@ class OctopusHook(HttpHook):
         retry_initial_wait: float | None = None,
         retry_max_wait: float | None = None,
         timeout: float | None = None,
+        pacing: TokenBucket | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(method="GET", http_conn_id=octopus_conn_id, **kwargs)
@@ -288,7 +291,8 @@ class OctopusHook(HttpHook):
         self._session: requests.Session | None = None
         self._session_lock = threading.Lock()
         self._settings: _Settings | None = None
-        self._bucket: TokenBucket | None = None
+        self._shared_bucket = pacing
+        self._bucket: TokenBucket | None = pacing
         self._api_key: str | None = None
         self._origin = ""
         self._prefix = ""
@@ -323,14 +327,10 @@ class OctopusHook(HttpHook):
         if isinstance(rate, str) and not rate.strip():
             rate = None
         settings = _Settings(
-            page_size=_parse_number(
-                conn_id, "page_size", raw["page_size"], integer=True, minimum=0, strict=True
-            ),
+            page_size=_parse_number(conn_id, "page_size", raw["page_size"], integer=True, minimum=0, strict=True),
             max_requests_per_minute=None
             if rate is None
-            else _parse_number(
-                conn_id, "max_requests_per_minute", rate, integer=False, minimum=0, strict=True
-            ),
+            else _parse_number(conn_id, "max_requests_per_minute", rate, integer=False, minimum=0, strict=True),
             max_attempts=_parse_number(
                 conn_id, "max_attempts", raw["max_attempts"], integer=True, minimum=1, strict=False
             ),
@@ -384,9 +384,7 @@ class OctopusHook(HttpHook):
         netloc = parts.netloc
         if connection.port:
             if url_port is not None and url_port != connection.port:
-                raise _config_error(
-                    conn_id, f"port {connection.port} conflicts with port {url_port} in host {host!r}"
-                )
+                raise _config_error(conn_id, f"port {connection.port} conflicts with port {url_port} in host {host!r}")
             if url_port is None:
                 netloc = f"{netloc}:{connection.port}"
         prefix = parts.path.rstrip("/")
@@ -425,7 +423,7 @@ class OctopusHook(HttpHook):
         self._verify = _parse_verify(self.octopus_conn_id, verify_value)
         self._api_key = key
         self._settings = settings
-        if settings.max_requests_per_minute is not None:
+        if self._shared_bucket is None and settings.max_requests_per_minute is not None:
             self._bucket = TokenBucket(settings.max_requests_per_minute)
         return connection
 
@@ -566,9 +564,7 @@ class OctopusHook(HttpHook):
             self._request_count += 1
         started = time.monotonic()
         try:
-            response = session.request(
-                method, url, json=body, timeout=self._settings.timeout, allow_redirects=False
-            )
+            response = session.request(method, url, json=body, timeout=self._settings.timeout, allow_redirects=False)
         except requests.Timeout as error:
             raise OctopusUnavailableError(
                 f"no response from {self.base_url} within {self._settings.timeout:g} s "
@@ -614,8 +610,7 @@ class OctopusHook(HttpHook):
         except ValueError:
             body = None
             detail = (
-                f"; the server answered with a non-JSON body ({content_type or 'no content type'}): "
-                f"{_snippet(text)!r}"
+                f"; the server answered with a non-JSON body ({content_type or 'no content type'}): {_snippet(text)!r}"
             )
         if isinstance(body, dict):
             if isinstance(body.get("ErrorMessage"), str):
@@ -631,9 +626,7 @@ class OctopusHook(HttpHook):
             detail = "; empty body"
         retry_after = None
         if status == 429 or status >= 500:
-            retry_after = _parse_retry_after(
-                response.headers.get("Retry-After"), lambda: datetime.now(timezone.utc)
-            )
+            retry_after = _parse_retry_after(response.headers.get("Retry-After"), lambda: datetime.now(timezone.utc))
         summary = response.reason or "error"
         hint = _STATUS_HINTS.get(status)
         if status in _STATUS_ERRORS:
@@ -777,9 +770,7 @@ class OctopusHook(HttpHook):
         self._check_id("space_id", space_id, _SPACE_ID, "Spaces-1")
         params: dict[str, str] = {}
         if worker_pool_id is not None:
-            params["workerPoolIds"] = self._check_id(
-                "worker_pool_id", worker_pool_id, _WORKER_POOL_ID, "WorkerPools-1"
-            )
+            params["workerPoolIds"] = self._check_id("worker_pool_id", worker_pool_id, _WORKER_POOL_ID, "WorkerPools-1")
         if thumbprint is not None:
             params["thumbprint"] = self._check_id("thumbprint", thumbprint, _THUMBPRINT, "0E80575D3BD8...")
         if comm_styles is not None:
@@ -853,7 +844,5 @@ class OctopusHook(HttpHook):
         body = dict(worker)
         body_space = body.setdefault("SpaceId", space_id)
         if body_space != space_id:
-            raise ValueError(
-                f"worker['SpaceId'] is {body_space!r} but the request targets space {space_id!r}"
-            )
+            raise ValueError(f"worker['SpaceId'] is {body_space!r} but the request targets space {space_id!r}")
         return body
