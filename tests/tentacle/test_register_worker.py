@@ -178,3 +178,24 @@ def test_status_file_records_the_registered_worker(octo, register, tmp_path):
     assert (status["state"], status["worker_id"]) == ("registered", next(iter(octo.workers)))
     assert re.fullmatch(r"poll://[a-z0-9]{20}/", status["subscription"])
     assert API_KEY not in json.dumps(status)
+
+
+def test_starting_server_503_on_root_is_retried(octo, register, monkeypatch):
+    monkeypatch.setattr(tentacle.time, "sleep", lambda s: None)
+    octo.control.set_faults({"fail_next": [{"count": 2, "status": 503, "method": "GET", "path_regex": "^/api$"}]})
+    assert register()[0] == 0
+    assert octo.log[:3] == ["GET /api"] * 3
+
+
+def test_server_error_on_create_fails_with_status_and_message(octo, register):
+    octo.control.set_faults({"fail_next": [{"count": 1, "status": 500, "method": "POST", "message": "boom"}]})
+    rc, out = register()
+    assert rc == 1
+    assert "POST /api/Spaces-1/workers returned HTTP 500: boom" in out
+
+
+def test_forbidden_space_fails_with_the_servers_permission_message(octo, register):
+    octo.control.set_faults({"forbidden_spaces": ["Spaces-1"]})
+    rc, out = register()
+    assert rc == 1
+    assert "HTTP 403" in out and "Missing permission" in out

@@ -67,3 +67,12 @@ def test_running_tentacle_log_never_contains_the_key(octo, start_tentacle, tmp_p
     log = proc.log_path.read_text()
     assert "Machine registered successfully" in log
     assert API_KEY not in log
+
+
+def test_tentacle_reconnects_after_an_emulator_restart(octo, start_tentacle, tmp_path):
+    start_tentacle(octo)
+    status = wait_for(lambda: _status(tmp_path).get("state") == "running" and _status(tmp_path), what="running")
+    wait_for(lambda: octo.connections(status["subscription"]) == 1, what="comms connection")
+    octo.emu.restart()  # same ports, state carried over, the comms registry starts empty
+    wait_for(lambda: octo.connections(status["subscription"]) == 1, timeout=30, what="reconnect after restart")
+    wait_for(lambda: _worker(octo).get("HealthStatus") == "Healthy", what="Healthy after restart")
