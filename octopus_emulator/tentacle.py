@@ -32,7 +32,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -646,11 +646,20 @@ def register(api: OctopusApi, opts: Options, thumbprint: str, subscription: str)
 # ----------------------------------------------------------------------------------------------------
 # Running tentacle
 # ----------------------------------------------------------------------------------------------------
-def run_forever(channel: CommsChannel, ping_interval: float, max_backoff: float = 5.0) -> None:
-    """Hold the comms connection until terminated; reconnect with backoff (e.g. after an emulator restart)."""
+def run_forever(
+    channel: CommsChannel,
+    ping_interval: float,
+    max_backoff: float = 5.0,
+    disk_present: Callable[[], bool] = lambda: True,
+) -> None:
+    """Hold the comms connection until terminated or the home directory is deleted; reconnect with backoff
+    (e.g. after an emulator restart)."""
     backoff = 0.2
     announced_down = False
     while True:
+        if not disk_present():
+            log.warning("The tentacle's home directory is gone (the VM's disk was deleted); stopping")
+            return
         if not channel.connected:
             try:
                 channel.connect()
@@ -773,8 +782,8 @@ def main(argv: list[str]) -> int:
         running = True
         home.write_status("running", **details)
         log.info("Tentacle running; stop with SIGTERM")
-        run_forever(channel, opts.ping_interval)
-        return EXIT_OK  # not reached
+        run_forever(channel, opts.ping_interval, disk_present=home.path.is_dir)
+        return EXIT_OK
     except RegistrationError as exc:
         log.error("%s", exc)
         if home is not None:

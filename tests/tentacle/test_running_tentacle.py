@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 
 from conftest import API_KEY, wait_for
@@ -76,3 +77,10 @@ def test_tentacle_reconnects_after_an_emulator_restart(octo, start_tentacle, tmp
     octo.emu.restart()  # same ports, state carried over, the comms registry starts empty
     wait_for(lambda: octo.connections(status["subscription"]) == 1, timeout=30, what="reconnect after restart")
     wait_for(lambda: _worker(octo).get("HealthStatus") == "Healthy", what="Healthy after restart")
+
+
+def test_tentacle_stops_when_its_home_directory_is_deleted(octo, start_tentacle, tmp_path):
+    proc = start_tentacle(octo, "w1", "--ping-interval", "0.2")
+    wait_for(lambda: _status(tmp_path).get("state") == "running", what="running")
+    shutil.rmtree(tmp_path / "w1")
+    assert proc.wait(timeout=10) == 0
