@@ -39,7 +39,12 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from octopus_emulator.tentacle_state import TentacleHome, TrustedServer, new_subscription_id
+from octopus_emulator.tentacle_state import (
+    TentacleHome,
+    TentacleStateError,
+    TrustedServer,
+    new_subscription_id,
+)
 
 log = logging.getLogger("octopus_emulator.tentacle")
 
@@ -790,8 +795,11 @@ def main(argv: list[str]) -> int:
             with contextlib.suppress(OSError):
                 home.write_status("failed", error=redact(str(exc), secret))
         return EXIT_FAILED
-    except ValueError as exc:  # an unreadable home directory
+    except TentacleStateError as exc:
         log.error("%s", exc)
+        return EXIT_FAILED
+    except OSError as exc:  # the home directory cannot be created or written
+        log.error("Cannot use the tentacle home directory: %s", exc)
         return EXIT_FAILED
     except _Terminated:
         log.info("Terminated; closing the comms channel" if running else "Terminated before registration finished")

@@ -49,6 +49,10 @@ def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
+class TentacleStateError(ValueError):
+    """The home directory holds something unusable (the message names the file)."""
+
+
 @dataclass(frozen=True)
 class TrustedServer:
     """A trusted Octopus Server entry, as in Tentacle's ``TrustedOctopusServers``."""
@@ -92,11 +96,11 @@ class TentacleHome:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            raise ValueError(
+            raise TentacleStateError(
                 f"The Tentacle configuration {path} is unreadable ({exc}); delete it to start over."
             ) from exc
         if not isinstance(data, dict):
-            raise ValueError(
+            raise TentacleStateError(
                 f"The Tentacle configuration {path} is not a JSON object; delete it to start over."
             )
         return data

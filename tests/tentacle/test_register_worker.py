@@ -199,3 +199,11 @@ def test_forbidden_space_fails_with_the_servers_permission_message(octo, registe
     rc, out = register()
     assert rc == 1
     assert "HTTP 403" in out and "Missing permission" in out
+
+
+def test_unwritable_home_is_a_clear_error(register, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    rc, out = register(home=blocker / "home")
+    assert rc == 1
+    assert "Cannot use the tentacle home directory" in out
