@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import os
 import shutil
@@ -43,8 +44,9 @@ def existing_modules() -> list[str]:
     return [m for m in ("local", *CLOUD_MODULES) if (TF_ROOT / m / "variables.tf").is_file()]
 
 
+@functools.cache
 def load_module(name: str) -> dict[str, list]:
-    """Parse every .tf file of a module and merge the top-level block lists."""
+    """Parse every .tf file of a module and merge the top-level block lists (cached: do not mutate)."""
     merged: dict[str, list] = {}
     for tf in sorted((TF_ROOT / name).glob("*.tf")):
         parsed = hcl2.loads(tf.read_text(), serialization_options=_HCL_OPTIONS)

@@ -1,0 +1,56 @@
+# Never a secret: the API key is read by the instances at boot and is not known to Terraform.
+
+output "cloud" {
+  description = "The cloud of this fleet."
+  value       = "aws"
+}
+
+output "instance_count" {
+  description = "Number of worker instances the autoscaling group keeps."
+  value       = aws_autoscaling_group.workers.desired_capacity
+}
+
+output "name_prefix" {
+  description = "Worker name prefix."
+  value       = var.name_prefix
+}
+
+output "worker_pool_name" {
+  description = "Worker pool the workers join in the initial space."
+  value       = var.worker_pool_name
+}
+
+output "octopus_space_name" {
+  description = "The initial space the workers register in."
+  value       = var.octopus_space_name
+}
+
+output "worker_names" {
+  description = "Empty: AWS names instances itself; each worker registers as <name_prefix>-<EC2 instance id>."
+  value       = []
+}
+
+output "worker_name_prefix" {
+  description = "Every worker name of this fleet starts with this."
+  value       = "${var.name_prefix}-"
+}
+
+output "fleet_id" {
+  description = "ARN of the autoscaling group."
+  value       = aws_autoscaling_group.workers.arn
+}
+
+output "fleet_name" {
+  description = "Name of the autoscaling group."
+  value       = aws_autoscaling_group.workers.name
+}
+
+output "launch_template_id" {
+  description = "Launch template of the workers."
+  value       = aws_launch_template.worker.id
+}
+
+output "instance_role_arn" {
+  description = "IAM role of the instances (reads the API key secret only)."
+  value       = aws_iam_role.worker.arn
+}

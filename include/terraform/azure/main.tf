@@ -1,0 +1,125 @@
+data "azurerm_resource_group" "fleet" {
+  name = var.resource_group_name
+}
+
+locals {
+  location       = coalesce(var.location, data.azurerm_resource_group.fleet.location)
+  key_vault_name = element(split("/", var.key_vault_id), length(split("/", var.key_vault_id)) - 1)
+  secret_url     = "https://${local.key_vault_name}.${var.key_vault_dns_suffix}/secrets/${var.api_key_secret_name}"
+
+  tags = merge(var.tags, {
+    "octopus-fleet"      = var.name_prefix
+    "octopus-space"      = var.octopus_space_name
+    "octopus-workerpool" = var.worker_pool_name
+  })
+
+  bootstrap_template = coalesce(var.bootstrap_script_path, "${path.module}/../../configure-tentacle.sh")
+  # Every placeholder of configure-tentacle.sh; the same keys in every cloud module. No secret: only its URL.
+  bootstrap_vars = {
+    octopus_server_url  = var.octopus_server_url
+    octopus_space_name  = var.octopus_space_name
+    worker_pool_name    = var.worker_pool_name
+    machine_policy_name = var.machine_policy_name
+    name_prefix         = var.name_prefix
+    server_comms_port   = var.server_comms_port
+    secret_store        = "azure-keyvault"
+    secret_ref          = local.secret_url
+    azure_client_id     = azurerm_user_assigned_identity.worker.client_id
+    tentacle_version    = var.tentacle_version
+    install_docker      = var.install_docker
+    install_powershell  = var.install_powershell
+    worker_tools_image  = var.worker_tools_image
+  }
+}
+
+# ---- Identity: the instances may read the one secret, nothing else ----
+# User-assigned, so the role assignment exists before the first VM boots.
+
+resource "azurerm_user_assigned_identity" "worker" {
+  name                = "${var.name_prefix}-worker"
+  resource_group_name = data.azurerm_resource_group.fleet.name
+  location            = local.location
+  tags                = local.tags
+}
+
+resource "azurerm_role_assignment" "read_api_key" {
+  scope                = "${var.key_vault_id}/secrets/${var.api_key_secret_name}"
+  role_definition_name = "Key Vault Secrets User"
+  principal_id         = azurerm_user_assigned_identity.worker.principal_id
+  principal_type       = "ServicePrincipal"
+  description          = "Octopus workers ${var.name_prefix} read their registration API key"
+}
+
+# ---- Scale set ----
+
+resource "azurerm_linux_virtual_machine_scale_set" "workers" {
+  name                = var.name_prefix
+  resource_group_name = data.azurerm_resource_group.fleet.name
+  location            = local.location
+  sku                 = var.vm_size
+  instances           = var.instance_count
+  # Over-provisioned VMs boot (and run custom data) before Azure deletes them: they would register as extra workers.
+  overprovision        = false
+  upgrade_mode         = "Manual"
+  computer_name_prefix = var.name_prefix
+  zones                = length(var.zones) > 0 ? var.zones : null
+  zone_balance         = length(var.zones) > 1
+  custom_data          = base64encode(templatefile(local.bootstrap_template, local.bootstrap_vars))
+
+  admin_username                  = var.admin_username
+  disable_password_authentication = true
+  admin_ssh_key {
+    username   = var.admin_username
+    public_key = var.admin_ssh_public_key
+  }
+
+  source_image_reference {
+    publisher = "Canonical"
+    offer     = "ubuntu-24_04-lts"
+    sku       = "server"
+    version   = "latest"
+  }
+
+  secure_boot_enabled        = true
+  vtpm_enabled               = true
+  encryption_at_host_enabled = var.encryption_at_host_enabled
+
+  os_disk {
+    caching              = "ReadWrite"
+    storage_account_type = var.os_disk_storage_account_type
+    disk_size_gb         = var.os_disk_size_gb
+  }
+
+  network_interface {
+    name    = "${var.name_prefix}-nic"
+    primary = true
+
+    ip_configuration {
+      name      = "internal"
+      primary   = true
+      subnet_id = var.subnet_id
+    }
+  }
+
+  identity {
+    type         = "UserAssigned"
+    identity_ids = [azurerm_user_assigned_identity.worker.id]
+  }
+
+  boot_diagnostics {}
+
+  tags = local.tags
+
+  lifecycle {
+    precondition {
+      condition     = fileexists(local.bootstrap_template)
+      error_message = "The bootstrap template ${local.bootstrap_template} does not exist; keep this module at include/terraform/azure next to include/configure-tentacle.sh or set bootstrap_script_path."
+    }
+    precondition {
+      condition     = var.worker_tools_image == "" || var.install_docker
+      error_message = "worker_tools_image needs install_docker = true (the image is pulled with Docker)."
+    }
+  }
+
+  depends_on = [azurerm_role_assignment.read_api_key]
+}

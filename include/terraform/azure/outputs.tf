@@ -1,0 +1,51 @@
+# Never a secret: the API key is read by the instances at boot and is not known to Terraform.
+
+output "cloud" {
+  description = "The cloud of this fleet."
+  value       = "azure"
+}
+
+output "instance_count" {
+  description = "Number of instances in the scale set."
+  value       = azurerm_linux_virtual_machine_scale_set.workers.instances
+}
+
+output "name_prefix" {
+  description = "Worker name prefix."
+  value       = var.name_prefix
+}
+
+output "worker_pool_name" {
+  description = "Worker pool the workers join in the initial space."
+  value       = var.worker_pool_name
+}
+
+output "octopus_space_name" {
+  description = "The initial space the workers register in."
+  value       = var.octopus_space_name
+}
+
+output "worker_names" {
+  description = "Empty: Azure names instances itself; each worker registers as <name_prefix>-<VMSS instance id>-<first 8 of vmId>."
+  value       = []
+}
+
+output "worker_name_prefix" {
+  description = "Every worker name of this fleet starts with this."
+  value       = "${var.name_prefix}-"
+}
+
+output "fleet_id" {
+  description = "Resource id of the scale set."
+  value       = azurerm_linux_virtual_machine_scale_set.workers.id
+}
+
+output "fleet_name" {
+  description = "Name of the scale set."
+  value       = azurerm_linux_virtual_machine_scale_set.workers.name
+}
+
+output "identity_principal_id" {
+  description = "Principal id of the instances' managed identity (reads the API key secret only)."
+  value       = azurerm_user_assigned_identity.worker.principal_id
+}

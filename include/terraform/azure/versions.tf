@@ -1,0 +1,17 @@
+terraform {
+  required_version = ">= 1.5"
+
+  required_providers {
+    azurerm = {
+      source  = "hashicorp/azurerm"
+      version = "~> 4.0"
+    }
+  }
+  # No backend block: include/terraform-fleet.sh writes backend_override.tf (local state by default, or the
+  # backend named by OCTOPUS_TF_BACKEND_AZURE, e.g. azurerm). See ../README.md.
+}
+
+provider "azurerm" {
+  features {}
+  subscription_id = var.subscription_id # null: ARM_SUBSCRIPTION_ID
+}

@@ -1,0 +1,51 @@
+# Never a secret: the API key is read by the instances at boot and is not known to Terraform.
+
+output "cloud" {
+  description = "The cloud of this fleet."
+  value       = "gcp"
+}
+
+output "instance_count" {
+  description = "Target size of the managed instance group."
+  value       = google_compute_region_instance_group_manager.workers.target_size
+}
+
+output "name_prefix" {
+  description = "Worker name prefix."
+  value       = var.name_prefix
+}
+
+output "worker_pool_name" {
+  description = "Worker pool the workers join in the initial space."
+  value       = var.worker_pool_name
+}
+
+output "octopus_space_name" {
+  description = "The initial space the workers register in."
+  value       = var.octopus_space_name
+}
+
+output "worker_names" {
+  description = "Empty: the MIG names instances itself (<name_prefix>-<random>); each worker registers under its instance name."
+  value       = []
+}
+
+output "worker_name_prefix" {
+  description = "Every worker name of this fleet starts with this."
+  value       = "${var.name_prefix}-"
+}
+
+output "fleet_id" {
+  description = "Id of the regional managed instance group."
+  value       = google_compute_region_instance_group_manager.workers.id
+}
+
+output "fleet_name" {
+  description = "Name of the regional managed instance group."
+  value       = google_compute_region_instance_group_manager.workers.name
+}
+
+output "service_account_email" {
+  description = "Service account of the instances (reads the API key secret only)."
+  value       = google_service_account.worker.email
+}

@@ -1,0 +1,208 @@
+# Shared input contract (include/terraform/contract.json): the DAG sets exactly these as TF_VAR_*.
+
+variable "octopus_server_url" {
+  type        = string
+  description = "Octopus Server URL the workers register with (register-worker --server), e.g. https://octopus.example.com."
+
+  validation {
+    condition     = can(regex("^https?://[^/?#\\s]+(/[^?#\\s]*)?$", var.octopus_server_url))
+    error_message = "octopus_server_url must be an http:// or https:// URL without query or fragment, e.g. https://octopus.example.com."
+  }
+}
+
+variable "octopus_space_name" {
+  type        = string
+  description = "The initial space the workers register in (register-worker --space); the DAG shares them to the other spaces."
+
+  validation {
+    condition     = trimspace(var.octopus_space_name) != ""
+    error_message = "octopus_space_name must not be empty."
+  }
+}
+
+variable "worker_pool_name" {
+  type        = string
+  description = "Worker pool name, slug or Id the workers join in the initial space (register-worker --workerpool)."
+
+  validation {
+    condition     = trimspace(var.worker_pool_name) != ""
+    error_message = "worker_pool_name must not be empty."
+  }
+}
+
+variable "instance_count" {
+  type        = number
+  description = "Number of worker VMs; 0 keeps the fleet's scaffolding with no VMs."
+
+  validation {
+    condition     = var.instance_count >= 0 && floor(var.instance_count) == var.instance_count
+    error_message = "instance_count must be a whole number >= 0."
+  }
+}
+
+variable "machine_policy_name" {
+  type        = string
+  default     = "Default Machine Policy"
+  description = "Machine policy the workers register with (register-worker --policy)."
+
+  validation {
+    condition     = trimspace(var.machine_policy_name) != ""
+    error_message = "machine_policy_name must not be empty (the default is \"Default Machine Policy\")."
+  }
+}
+
+variable "name_prefix" {
+  type        = string
+  description = "Prefix of the fleet's cloud resources and of every worker name (<name_prefix>-<instance id>)."
+
+  validation {
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$", var.name_prefix))
+    error_message = "name_prefix must be 1-32 lowercase letters, digits or '-', starting with a letter and not ending with '-' (cloud resource names allow no more)."
+  }
+}
+
+# GCP inputs supplied by the operator (*.auto.tfvars or TF_VAR_* on the Airflow worker): no sensible default.
+
+variable "project_id" {
+  type        = string
+  description = "Project of the fleet."
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a GCP project id (6-30 lowercase letters, digits and '-')."
+  }
+}
+
+variable "subnetwork" {
+  type        = string
+  description = "Subnetwork for the instances, as projects/<project>/regions/<region>/subnetworks/<name> (or its self link); its region is the fleet's region. It needs outbound HTTPS to the Octopus Server (and its polling port) and the apt repositories, e.g. through Cloud NAT."
+
+  validation {
+    condition     = can(regex("^(https://www.googleapis.com/compute/v1/)?projects/[^/]+/regions/[^/]+/subnetworks/[^/]+$", var.subnetwork))
+    error_message = "subnetwork must be projects/<project>/regions/<region>/subnetworks/<name> or its https://www.googleapis.com/compute/v1/ self link."
+  }
+}
+
+variable "api_key_secret_id" {
+  type        = string
+  description = "Secret Manager secret holding the bare Octopus API key (API-...): its id in project_id, or projects/<project>/secrets/<id>. Only this secret is readable by the instances."
+
+  validation {
+    condition     = can(regex("^(projects/[^/]+/secrets/)?[A-Za-z0-9_-]{1,255}$", var.api_key_secret_id))
+    error_message = "api_key_secret_id must be a secret id (letters, digits, '_' and '-') or projects/<project>/secrets/<id>."
+  }
+}
+
+# GCP inputs with defaults.
+
+variable "api_key_secret_version" {
+  type        = string
+  default     = "latest"
+  description = "Secret version the instances read."
+}
+
+variable "machine_type" {
+  type        = string
+  default     = "e2-standard-2"
+  description = "Machine type of the instances."
+}
+
+variable "source_image" {
+  type        = string
+  default     = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64"
+  description = "Boot image or image family (default: the current Ubuntu 24.04 LTS)."
+}
+
+variable "disk_size_gb" {
+  type        = number
+  default     = 30
+  description = "Boot disk size in GB."
+
+  validation {
+    condition     = var.disk_size_gb >= 10
+    error_message = "disk_size_gb must be at least 10."
+  }
+}
+
+variable "disk_type" {
+  type        = string
+  default     = "pd-balanced"
+  description = "Boot disk type."
+}
+
+variable "disk_kms_key_self_link" {
+  type        = string
+  default     = null
+  description = "Cloud KMS key for the boot disk; null uses Google-managed encryption."
+}
+
+variable "assign_public_ip" {
+  type        = bool
+  default     = false
+  description = "Give each instance an ephemeral public IP (only if the subnetwork has no Cloud NAT)."
+}
+
+variable "create_health_check_firewall_rule" {
+  type        = bool
+  default     = true
+  description = "Allow Google's health-check ranges to reach the instances on TCP 22 (auto-healing probes sshd; a polling Tentacle listens on nothing)."
+}
+
+variable "labels" {
+  type        = map(string)
+  default     = {}
+  description = "Extra labels for every resource that takes labels."
+}
+
+# Bootstrap (include/configure-tentacle.sh) settings, the same in every cloud module.
+
+variable "server_comms_port" {
+  type        = number
+  default     = 10943
+  description = "The Octopus Server's polling (comms) port (register-worker --server-comms-port)."
+
+  validation {
+    condition     = var.server_comms_port >= 1 && var.server_comms_port <= 65535 && floor(var.server_comms_port) == var.server_comms_port
+    error_message = "server_comms_port must be a whole number between 1 and 65535."
+  }
+}
+
+variable "tentacle_version" {
+  type        = string
+  default     = ""
+  description = "Tentacle apt package version to pin (e.g. 8.3.2700); empty installs the newest from the stable channel."
+
+  validation {
+    condition     = can(regex("^([0-9][0-9A-Za-z.+~-]*)?$", var.tentacle_version))
+    error_message = "tentacle_version must be empty or a Debian package version such as 8.3.2700."
+  }
+}
+
+variable "install_docker" {
+  type        = bool
+  default     = true
+  description = "Install Docker after the worker has registered (needed for execution containers and worker_tools_image)."
+}
+
+variable "install_powershell" {
+  type        = bool
+  default     = false
+  description = "Install PowerShell from the Microsoft apt repository after the worker has registered."
+}
+
+variable "worker_tools_image" {
+  type        = string
+  default     = ""
+  description = "Container image to pre-pull after registration (e.g. octopusdeploy/worker-tools:6.5.0-ubuntu.22.04); empty pulls nothing."
+
+  validation {
+    condition     = var.worker_tools_image == "" || can(regex("^[A-Za-z0-9][A-Za-z0-9./:@_-]*$", var.worker_tools_image))
+    error_message = "worker_tools_image must be empty or an image reference such as octopusdeploy/worker-tools:6.5.0-ubuntu.22.04."
+  }
+}
+
+variable "bootstrap_script_path" {
+  type        = string
+  default     = null
+  description = "Path of the configure-tentacle.sh template; null uses ../../configure-tentacle.sh next to this module."
+}

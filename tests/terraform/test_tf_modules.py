@@ -1,0 +1,242 @@
+"""Static checks of the fleet modules (parsed with python-hcl2) against the shared contract and hardening rules."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from tf_support import (
+    BASE_VARS,
+    CLOUD_MODULES,
+    CONTRACT,
+    SCRIPT,
+    STORES,
+    TF_ROOT,
+    declared_outputs,
+    declared_variables,
+    existing_modules,
+    load_module,
+    locals_of,
+    resources,
+)
+
+CONTRACT_DATA = json.loads(CONTRACT.read_text())
+MODULES = existing_modules()
+DEPRECATED_RESOURCES = {
+    "aws_launch_configuration",  # no new accounts since 2024-10-01
+    "aws_instance",  # a fleet is an autoscaling group
+    "azurerm_virtual_machine_scale_set",  # legacy, superseded by azurerm_linux_virtual_machine_scale_set
+    "azurerm_virtual_machine",
+    "google_compute_instance",  # no healing, reused names: use a MIG
+    "template_file",
+}
+# Variable names that would hold a secret value (a reference such as an ARN, id or name is fine).
+SECRET_VALUE_NAME = re.compile(r"(password|passwd|token|api_key|apikey|secret)$", re.IGNORECASE)
+
+
+def unwrap(value) -> str:
+    """'${expr}' -> 'expr' (python-hcl2 wraps expressions); plain values as str."""
+    text = str(value)
+    return text[2:-1] if text.startswith("${") and text.endswith("}") else text
+
+
+def template_placeholders() -> set[str]:
+    """Names referenced by Terraform interpolations in configure-tentacle.sh (function names excluded)."""
+    names = set()
+    for expr in re.findall(r"(?<!\$)\$\{([^}]*)\}", SCRIPT.read_text()):
+        names |= set(re.findall(r"\b([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()", expr))
+    assert not re.search(r"(?<!%)%\{", SCRIPT.read_text()), "template directives are not expected"
+    return names
+
+
+def operator_supplied_in_readme(module: str) -> set[str]:
+    """Backticked names in the first column of the table under '## Operator-supplied inputs' in the README."""
+    readme = (TF_ROOT / module / "README.md").read_text()
+    match = re.search(r"^## Operator-supplied inputs\n(.*?)(?=^## |\Z)", readme, re.MULTILINE | re.DOTALL)
+    if not match:
+        return set()
+    return set(re.findall(r"^\|\s*`([a-z0-9_]+)`", match.group(1), re.MULTILINE))
+
+
+def referenced_vars(expr) -> set[str]:
+    return set(re.findall(r"\bvar\.([a-z0-9_]+)", json.dumps(expr)))
+
+
+def user_data_expressions(module_name: str) -> list[str]:
+    """The expressions that become instance user data / custom data / startup script in a cloud module."""
+    module = load_module(module_name)
+    res = resources(module)
+    if module_name == "aws":
+        return [res[("aws_launch_template", "worker")]["user_data"]]
+    if module_name == "azure":
+        return [res[("azurerm_linux_virtual_machine_scale_set", "workers")]["custom_data"]]
+    return [json.dumps(res[("google_compute_instance_template", "worker")]["metadata"])]
+
+
+def test_contract_file_holds_the_six_design_variables():
+    assert sorted(CONTRACT_DATA["variables"]) == sorted([
+        "octopus_server_url", "octopus_space_name", "worker_pool_name", "instance_count", "machine_policy_name",
+        "name_prefix"])
+    optional = {k: v["default"] for k, v in CONTRACT_DATA["variables"].items() if not v["required"]}
+    assert optional == {"machine_policy_name": "Default Machine Policy"}
+
+
+def test_every_cloud_module_exists():
+    assert set(CLOUD_MODULES) <= set(MODULES)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_declares_every_contract_variable_with_its_type_and_default(module):
+    declared = declared_variables(load_module(module))
+    for name, spec in CONTRACT_DATA["variables"].items():
+        assert name in declared, f"{module} does not declare {name}"
+        assert unwrap(declared[name]["type"]) == spec["type"], f"{module}.{name} type"
+        if spec["required"]:
+            assert "default" not in declared[name], f"{module}.{name} must be required"
+        else:
+            assert declared[name].get("default") == spec["default"], f"{module}.{name} default"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_other_inputs_have_defaults_or_are_documented_operator_inputs(module):
+    declared = declared_variables(load_module(module))
+    required_extra = {n for n, body in declared.items()
+                      if "default" not in body and n not in CONTRACT_DATA["variables"]}
+    assert required_extra == operator_supplied_in_readme(module)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_has_contract_outputs_and_none_is_sensitive(module):
+    outputs = declared_outputs(load_module(module))
+    assert set(CONTRACT_DATA["outputs"]) <= set(outputs)
+    assert [n for n, body in outputs.items() if body.get("sensitive")] == []
+
+
+@pytest.mark.parametrize("module", CLOUD_MODULES)
+def test_worker_names_output_is_empty_for_self_naming_clouds(module):
+    assert unwrap(declared_outputs(load_module(module))["worker_names"]["value"]) == "[]"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_no_resource_of_a_deprecated_kind(module):
+    mod = load_module(module)
+    kinds = {t for t, _ in resources(mod)} | {t for t, _ in resources(mod, "data")}
+    assert kinds & DEPRECATED_RESOURCES == set()
+    providers = {p for block in mod.get("terraform", []) for req in block.get("required_providers", [])
+                 for p in req}
+    assert "template" not in providers
+
+
+@pytest.mark.parametrize("module", CLOUD_MODULES)
+def test_providers_are_pinned_below_the_next_major(module):
+    (terraform,) = load_module(module)["terraform"]
+    assert terraform["required_version"] == ">= 1.5"
+    (required,) = terraform["required_providers"]
+    for name, spec in required.items():
+        version = spec["version"]
+        assert version.startswith("~>") or "<" in version, f"{name} {version} has no upper bound"
+
+
+@pytest.mark.parametrize("module", CLOUD_MODULES)
+def test_bootstrap_values_are_exactly_the_template_placeholders(module):
+    assert set(locals_of(load_module(module))["bootstrap_vars"]) == template_placeholders()
+
+
+def test_rendered_test_variants_use_exactly_the_template_placeholders():
+    for store in STORES.values():
+        assert set({**BASE_VARS, **store}) == template_placeholders()
+
+
+@pytest.mark.parametrize("module", CLOUD_MODULES)
+def test_user_data_is_the_bootstrap_template_with_bootstrap_values(module):
+    (expr,) = user_data_expressions(module)
+    assert "templatefile(local.bootstrap_template, local.bootstrap_vars)" in expr
+
+
+@pytest.mark.parametrize("module", CLOUD_MODULES)
+def test_no_secret_valued_variable_flows_into_user_data(module):
+    mod = load_module(module)
+    declared = declared_variables(mod)
+    flowing = referenced_vars(locals_of(mod)["bootstrap_vars"]) | referenced_vars(user_data_expressions(module))
+    assert flowing, "expected the bootstrap values to reference variables"
+    assert [n for n in flowing if declared[n].get("sensitive")] == []
+    assert [n for n in flowing if SECRET_VALUE_NAME.search(n)] == []
+
+
+@pytest.mark.parametrize("module", CLOUD_MODULES)
+def test_no_variable_holds_a_secret_value(module):
+    declared = declared_variables(load_module(module))
+    assert [n for n in declared if SECRET_VALUE_NAME.search(n)] == []
+
+
+def test_aws_launch_template_requires_imdsv2_with_hop_limit_one():
+    lt = resources(load_module("aws"))[("aws_launch_template", "worker")]
+    (meta,) = lt["metadata_options"]
+    assert (meta["http_tokens"], meta["http_put_response_hop_limit"]) == ("required", 1)
+
+
+def test_aws_root_volume_is_encrypted():
+    lt = resources(load_module("aws"))[("aws_launch_template", "worker")]
+    (bdm,) = lt["block_device_mappings"]
+    (ebs,) = bdm["ebs"]
+    assert ebs["encrypted"] is True
+
+
+def test_aws_group_is_sized_to_instance_count_and_refreshes_on_new_template():
+    asg = resources(load_module("aws"))[("aws_autoscaling_group", "workers")]
+    sizes = {unwrap(asg[k]) for k in ("min_size", "max_size", "desired_capacity")}
+    assert sizes == {"var.instance_count"}
+    (lt,) = asg["launch_template"]
+    assert unwrap(lt["version"]) == "aws_launch_template.worker.latest_version"
+    (refresh,) = asg["instance_refresh"]
+    assert refresh["strategy"] == "Rolling"
+
+
+def test_aws_instance_policy_reads_only_the_one_secret():
+    doc = resources(load_module("aws"), "data")[("aws_iam_policy_document", "read_api_key")]
+    (statement,) = doc["statement"]
+    assert len(statement["resources"]) == 1 and referenced_vars(statement["resources"]) == {"api_key_secret_arn"}
+    assert "GetSecretValue" in json.dumps(statement["actions"]) and "*" not in json.dumps(statement["actions"])
+
+
+def test_azure_scale_set_does_not_overprovision_and_uses_ssh_keys_only():
+    vmss = resources(load_module("azure"))[("azurerm_linux_virtual_machine_scale_set", "workers")]
+    assert vmss["overprovision"] is False
+    assert vmss["disable_password_authentication"] is True
+    assert "admin_password" not in vmss
+    assert "admin_password" not in json.dumps(load_module("azure"))
+
+
+def test_azure_scale_set_uses_current_ubuntu_lts_image():
+    vmss = resources(load_module("azure"))[("azurerm_linux_virtual_machine_scale_set", "workers")]
+    (image,) = vmss["source_image_reference"]
+    assert (image["publisher"], image["offer"], image["sku"], image["version"]) == (
+        "Canonical", "ubuntu-24_04-lts", "server", "latest")
+
+
+def test_azure_identity_may_read_only_the_one_secret():
+    mod = load_module("azure")
+    role = resources(mod)[("azurerm_role_assignment", "read_api_key")]
+    assert role["role_definition_name"] == "Key Vault Secrets User"
+    assert role["scope"] == "${var.key_vault_id}/secrets/${var.api_key_secret_name}"
+    vmss = resources(mod)[("azurerm_linux_virtual_machine_scale_set", "workers")]
+    (identity,) = vmss["identity"]
+    assert "azurerm_user_assigned_identity.worker.id" in json.dumps(identity["identity_ids"])
+
+
+def test_gcp_uses_a_regional_mig_with_auto_healing_and_generated_names():
+    res = resources(load_module("gcp"))
+    mig = res[("google_compute_region_instance_group_manager", "workers")]
+    assert unwrap(mig["base_instance_name"]) == "var.name_prefix"
+    assert unwrap(mig["target_size"]) == "var.instance_count"
+    (healing,) = mig["auto_healing_policies"]
+    assert "google_compute_health_check.worker" in unwrap(healing["health_check"])
+    (version,) = mig["version"]
+    assert "google_compute_instance_template.worker" in unwrap(version["instance_template"])
+
+
+def test_gcp_service_account_may_read_only_the_one_secret():
+    member = resources(load_module("gcp"))[("google_secret_manager_secret_iam_member", "read_api_key")]
+    assert member["role"] == "roles/secretmanager.secretAccessor"
+    assert unwrap(member["secret_id"]) == "local.secret_name"
