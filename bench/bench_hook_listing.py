@@ -5,7 +5,7 @@ open a new connection for every call, the way a script of ``requests.get(...)`` 
 ``Invoke-RestMethod`` loop) does. Runs against the Octopus emulator in a subprocess and prints a table; it
 asserts nothing (speed goals are read from the table, not tested).
 
-    .venv/bin/python bench/bench_hook_listing.py [--spaces 1000] [--latency-ms 20] [--threads 4]
+    .venv/bin/python bench/bench_hook_listing.py [--spaces 1000] [--latency-ms 20] [--threads 4] [--repeat 3]
 
 Columns: HTTP requests (counted by the emulator), TCP connections opened by the client, wall time, and the
 least time the same requests need under Octopus 2026.3's default rate limit (200 requests/minute).
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -30,6 +31,8 @@ sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="octopus-bench-airflow-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
+from octopus.hooks import OctopusHook  # noqa: E402 (imported before timing: Airflow's import takes seconds)
+
 from octopus_emulator.scenario import make_scenario  # noqa: E402
 from octopus_emulator.testing import EmulatorProcess  # noqa: E402
 
@@ -40,8 +43,6 @@ def hook_client(threads: int) -> Callable[[str, str], tuple[int, int]]:
     """The hook: spaces via /api/spaces/all, pools via /api/{space}/workerpools/all, one shared session."""
 
     def run(url: str, key: str) -> tuple[int, int]:
-        from octopus.hooks import OctopusHook
-
         os.environ["AIRFLOW_CONN_OCTOPUS_BENCH"] = json.dumps({"conn_type": "http", "host": url, "password": key})
         with OctopusHook("octopus_bench") as hook:
             spaces = hook.list_spaces()
@@ -93,6 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spaces", type=int, default=1000, help="number of spaces (default 1000)")
     parser.add_argument("--latency-ms", type=float, default=20, help="latency added to every API request")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; the table shows the median wall time")
     parser.add_argument("--threads", type=int, default=4, help="threads for the concurrent hook row (0: skip)")
     args = parser.parse_args()
 
@@ -104,20 +106,29 @@ def main() -> None:
     if args.threads > 1:
         clients.append((f"OctopusHook, {args.threads} threads sharing it", hook_client(args.threads)))
 
-    rows = []
+    results: dict[str, list[tuple[int, int, float]]] = {name: [] for name, _ in clients}
     with EmulatorProcess() as emulator:
         emulator.control.reset(make_scenario(args.spaces, "Airflow Pool"))
         emulator.control.set_faults({"latency_ms": args.latency_ms})
-        for name, client in clients:
-            emulator.control.clear_requests()
-            started = time.perf_counter()
-            n_spaces, connections = client(emulator.url, emulator.api_key)
-            wall = time.perf_counter() - started
-            n_requests = len(emulator.control.requests())
-            assert n_spaces == args.spaces, (name, n_spaces)
-            rows.append((name, n_requests, connections, wall, n_requests / RATE_LIMIT_PER_MINUTE * 60))
+        requests.get(emulator.api_url, timeout=30).raise_for_status()  # warm the server up before timing
+        for _ in range(args.repeat):  # rounds interleave the clients, so drift in machine load hits all alike
+            for name, client in clients:
+                emulator.control.clear_requests()
+                started = time.perf_counter()
+                n_spaces, connections = client(emulator.url, emulator.api_key)
+                wall = time.perf_counter() - started
+                assert n_spaces == args.spaces, (name, n_spaces)
+                results[name].append((len(emulator.control.requests()), connections, wall))
+    rows = []
+    for name, runs in results.items():
+        n_requests, connections, _ = runs[-1]
+        wall = statistics.median(run[2] for run in runs)
+        rows.append((name, n_requests, connections, wall, n_requests / RATE_LIMIT_PER_MINUTE * 60))
 
-    print(f"\nList {args.spaces} spaces and each space's worker pools; {args.latency_ms:g} ms added per request\n")
+    print(
+        f"\nList {args.spaces} spaces and each space's worker pools; {args.latency_ms:g} ms added per request; "
+        f"median of {args.repeat} run(s)\n"
+    )
     header = ("client", "requests", "TCP connections", "wall s", "min s at 200/min")
     widths = [max(len(header[0]), *(len(r[0]) for r in rows)), 8, 15, 8, 16]
     print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
