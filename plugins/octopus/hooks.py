@@ -826,16 +826,18 @@ class OctopusHook(HttpHook):
         """
         Delete a worker from a space.
 
-        :param missing_ok: treat "already gone" (404) as success, e.g. when re-running a cleanup or when a
-            retried DELETE had in fact been applied before its connection dropped.
+        A 404 on a *retry* counts as success: the earlier attempt whose response was lost may have deleted it.
+
+        :param missing_ok: treat "already gone" (404) as success, e.g. when re-running a cleanup.
         """
         self._check_id("space_id", space_id, _SPACE_ID, "Spaces-1")
         self._check_id("worker_id", worker_id, _WORKER_ID, "Workers-1")
         try:
             self._request("DELETE", f"/api/{space_id}/workers/{worker_id}")
-        except OctopusNotFoundError:
-            if not missing_ok:
+        except OctopusNotFoundError as error:
+            if not (missing_ok or error.attempts > 1):
                 raise
+            self.log.info("Octopus worker %s in %s is already gone (%s)", worker_id, space_id, error.detail)
 
     def _worker_body(self, space_id: str, worker: Mapping[str, Any]) -> dict[str, Any]:
         self._check_id("space_id", space_id, _SPACE_ID, "Spaces-1")

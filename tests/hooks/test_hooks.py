@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import socket
@@ -120,6 +121,24 @@ class TestOctopusHookPaging:
         assert len(seen) == 3
         assert all("/octopus/api/Spaces-1/workers" in url for url in seen)
 
+    def test_links_that_already_carry_the_prefix_are_not_doubled(self, emulator, octopus_conn):
+        """Some servers or proxies emit links with the virtual directory: follow them as they are."""
+        emulator.control.reset(workers_scenario(65))
+        octopus_conn(host=emulator.url + "/octopus", page_size=30)
+        seen: list[str] = []
+        hook = OctopusHook(adapter=_StripPrefixAdapter("/octopus", seen, prefix_links=True))
+        assert len(hook.list_workers("Spaces-1")) == 65
+        assert len(seen) == 3
+        assert all("/octopus/api/Spaces-1/workers" in url and "/octopus/octopus" not in url for url in seen)
+
+    def test_link_to_another_server_is_refused(self, emulator, octopus_conn):
+        emulator.control.reset(workers_scenario(31))
+        octopus_conn(page_size=30)
+        hook = OctopusHook(adapter=_StripPrefixAdapter("", [], link_origin="https://elsewhere.example.com"))
+        with pytest.raises(OctopusError, match="refusing to follow a link to another server"):
+            hook.list_workers("Spaces-1")
+        assert hook.request_count == 1
+
 
 class TestOctopusHookWorkers:
     def test_create_worker_returns_the_stored_worker(self, emulator, octopus_conn):
@@ -164,6 +183,12 @@ class TestOctopusHookWorkers:
 
     def test_delete_missing_worker_with_missing_ok(self, emulator, octopus_conn):
         OctopusHook().delete_worker("Spaces-1", "Workers-999", missing_ok=True)
+
+    def test_delete_answered_404_on_a_retry_counts_as_done(self, emulator, octopus_conn):
+        emulator.control.set_faults({"fail_next": [{"count": 1, "status": 503, "method": "DELETE"}]})
+        hook = OctopusHook()
+        hook.delete_worker("Spaces-1", "Workers-999")
+        assert [(e["method"], e["status"]) for e in api_log(emulator)] == [("DELETE", 503), ("DELETE", 404)]
 
     def test_space_id_mismatch_is_refused_before_sending(self, emulator, octopus_conn):
         hook = OctopusHook()
@@ -424,14 +449,28 @@ def _closed_port() -> int:
 
 
 class _StripPrefixAdapter(requests.adapters.HTTPAdapter):
-    """Plays the reverse proxy in front of a server under ``/octopus``: strips the prefix, records the URL."""
+    """Plays a reverse proxy in front of a server under ``prefix``: strips the prefix, records the URLs.
 
-    def __init__(self, prefix: str, seen: list[str]) -> None:
+    ``prefix_links`` makes it rewrite ``Page.Next`` links to carry the prefix; ``link_origin`` makes them
+    absolute URLs on that origin.
+    """
+
+    def __init__(self, prefix: str, seen: list[str], *, prefix_links: bool = False, link_origin: str = "") -> None:
         super().__init__()
         self.prefix = prefix
         self.seen = seen
+        self.prefix_links = prefix_links
+        self.link_origin = link_origin
 
     def send(self, request, *args, **kwargs):
         self.seen.append(request.url)
         request.url = request.url.replace(self.prefix + "/api/", "/api/", 1)
-        return super().send(request, *args, **kwargs)
+        response = super().send(request, *args, **kwargs)
+        if self.prefix_links or self.link_origin:
+            body = response.json()
+            links = body.get("Links", {}) if isinstance(body, dict) else {}
+            if "Page.Next" in links:
+                head = self.link_origin + (self.prefix if self.prefix_links else "")
+                links["Page.Next"] = head + links["Page.Next"]
+                response._content = json.dumps(body).encode()
+        return response
