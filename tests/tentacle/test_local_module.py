@@ -6,7 +6,7 @@ import os
 import signal
 
 import pytest
-from conftest import pid_alive, wait_for
+from tentacle_support import pid_alive, wait_for
 
 from octopus_emulator.tentacle_state import TentacleHome
 

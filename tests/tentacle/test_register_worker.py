@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from conftest import API_KEY
+from tentacle_support import API_KEY
 
 from octopus_emulator import tentacle
 from octopus_emulator.tentacle_state import TentacleHome

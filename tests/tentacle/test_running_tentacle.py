@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import signal
 
-from conftest import API_KEY, wait_for
+from tentacle_support import API_KEY, wait_for
 
 from octopus_emulator.tentacle_state import TentacleHome
 
