@@ -235,8 +235,9 @@ load_api_key() {
   fi
   API_KEY="$value"
 }
+install_aws_cli() { snap wait system seed.loaded && snap install aws-cli --classic; }
 if [[ "$CLOUD" == aws ]] && ! command -v aws >/dev/null; then
-  retry "install the AWS CLI" snap install aws-cli --classic
+  retry "install the AWS CLI" install_aws_cli
 fi
 API_KEY=""
 retry "read the API key from $SECRET_STORE" load_api_key
