@@ -43,7 +43,7 @@ CONN_ID = "octopus_default"
         ),
         "worker_pool_name": Param("{cloud} Worker Pool TF", type="string", minLength=1, pattern=r"\{cloud\}"),
         "dry_run": Param(False, type="boolean", description="List what would be removed; change nothing."),
-        "name_prefix": Param("octopus-shared", type="string", pattern=r"^[a-z][a-z0-9-]{0,30}$"),
+        "name_prefix": Param("octopus-shared", type="string", pattern=r"^[a-z][a-z0-9-]{0,24}$"),
     },
     default_args={
         "owner": "platform",

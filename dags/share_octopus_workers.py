@@ -81,7 +81,7 @@ PARAMS = {
     "name_prefix": Param(
         "octopus-shared",
         type="string",
-        pattern=r"^[a-z][a-z0-9-]{0,30}$",
+        pattern=r"^[a-z][a-z0-9-]{0,24}$",
         description="Worker names start with <name_prefix>-<cloud>-.",
     ),
 }

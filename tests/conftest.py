@@ -16,3 +16,5 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_home}/airflow.db"
 os.environ["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(_home / "logs")
 os.environ.pop("AIRFLOW_CONN_OCTOPUS_DEFAULT", None)
+
+pytest_plugins = ["octopus_emulator.pytest_plugin"]

@@ -79,8 +79,11 @@ def spaces_to_share(plans: Sequence[Mapping[str, Any]], params: Mapping[str, Any
     return spaces_to_visit(plans, include_initial=bool(params.get("prune_stale", True)))
 
 
-def _ready_fleets(fleets: Iterable[Any] | None) -> list[dict[str, Any]]:
-    # A failed wait_for_workers index pushes nothing: its cloud is simply absent.
+def _ready_fleets(fleets: Iterable[Any] | Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    # A failed wait_for_workers index pushes nothing: its cloud is simply absent. A single mapped index
+    # may arrive as the bare value rather than a one-item sequence.
+    if isinstance(fleets, Mapping):
+        fleets = [fleets]
     return [dict(f) for f in (fleets or []) if f]
 
 

@@ -36,9 +36,18 @@ def local_conf(**overrides: Any) -> dict[str, Any]:
     return conf
 
 
-def run_dag(dag_id: str, conf: dict[str, Any]):
-    """Run a DAG once with ``dag.test()`` and return ``(dag_run, {task_id: {label: state}})``."""
+def run_dag(dag_id: str, conf: dict[str, Any], *, retries: int | None = 0):
+    """Run a DAG once with ``dag.test()`` and return ``(dag_run, {task_id: {label: state}})``.
+
+    ``dag.test()`` waits out real retry delays, so tests run without task retries unless they ask for them.
+    """
     dag = load_dag(dag_id)
+    if retries is not None:
+        for task in dag.tasks:
+            if hasattr(task, "partial_kwargs"):
+                task.partial_kwargs["retries"] = retries
+            else:
+                task.retries = retries
     dag_run = dag.test(run_conf=conf)
     return dag_run, task_states(dag_run)
 
