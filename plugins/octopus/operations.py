@@ -169,7 +169,13 @@ def execute_actions(
         worker = action["worker"]
         try:
             if action["op"] == "create":
-                hook.create_worker(space_id, worker)
+                try:
+                    hook.create_worker(space_id, worker)
+                except OctopusValidationError:
+                    # A POST whose answer was lost may have been applied; its retry then meets our own record.
+                    if not _created_already(hook, space_id, worker):
+                        raise
+                    return action, "added", f"{worker['Name']}: created by an earlier attempt"
             elif action["op"] == "update":
                 hook.update_worker(space_id, worker)
             else:
@@ -193,6 +199,15 @@ def execute_actions(
             counts[outcome] += 1
             if note:
                 counts.setdefault("notes", []).append(note)
+
+
+def _created_already(hook: OctopusHook, space_id: str, body: Mapping[str, Any]) -> bool:
+    thumbprint = body["Endpoint"]["Thumbprint"]
+    pool_id = body["WorkerPoolIds"][0]
+    return any(
+        pool_id in w.get("WorkerPoolIds", []) and w.get("Name") == body["Name"]
+        for w in hook.list_workers(space_id, thumbprint=thumbprint)
+    )
 
 
 def retire_space(

@@ -100,6 +100,8 @@ class TerraformFleetOperator(BashOperator):
         self.env = {**(self.env or {}), **terraform_env(self.fleet_plan, self.action)}
 
     def execute(self, context: Context) -> Any:
+        # Also here, not only at render time: a mapped operator is rendered on an unmapped copy.
+        self.env = {**(self.env or {}), **terraform_env(self.fleet_plan, self.action)}
         if self.fleet_plan["cloud"] in CLOUDS_WITH_KEY_IN_ENV:
             from airflow.sdk import BaseHook
 

@@ -6,6 +6,7 @@ The DAG files only wire; these functions run inside the tasks (nothing here runs
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -224,11 +225,18 @@ def summarize_retire(plans: Sequence[Mapping[str, Any]] | None, context: Mapping
         results += [pulled] if isinstance(pulled, Mapping) else list(pulled or [])
     summary = summarize_results(results, [])
     summary["dry_run"] = bool(context["params"].get("dry_run", False))
-    log.info(
-        "Retire summary%s:\n%s", " (dry run: nothing written)" if summary["dry_run"] else "", format_table(summary)
-    )
+    destroyed = ti.xcom_pull(task_ids="terraform_destroy")
+    destroyed = [destroyed] if isinstance(destroyed, str) else list(destroyed or [])
+    done = {json.loads(line)["cloud"] for line in destroyed if line}
+    summary["destroyed"] = sorted(done)
+    summary["not_destroyed"] = sorted({p["cloud"] for p in plans} - done)
+    note = " (dry run: nothing written)" if summary["dry_run"] else ""
+    log.info("Retire summary%s:\n%s", note, format_table(summary))
+    problems = []
     if summary["failed_spaces"]:
-        raise AirflowException(
-            f"{len(summary['failed_spaces'])} space(s) failed: {', '.join(summary['failed_spaces'])}"
-        )
+        problems.append(f"{len(summary['failed_spaces'])} space(s) failed: {', '.join(summary['failed_spaces'])}")
+    if summary["not_destroyed"]:
+        problems.append(f"terraform destroy did not complete for {', '.join(summary['not_destroyed'])}")
+    if problems:
+        raise AirflowException("; ".join(problems))
     return summary

@@ -36,7 +36,7 @@ def local_conf(**overrides: Any) -> dict[str, Any]:
     return conf
 
 
-def run_dag(dag_id: str, conf: dict[str, Any], *, retries: int | None = 0):
+def run_dag(dag_id: str, conf: dict[str, Any], *, retries: int | None = 0, logical_date=None):
     """Run a DAG once with ``dag.test()`` and return ``(dag_run, {task_id: {label: state}})``.
 
     ``dag.test()`` waits out real retry delays, so tests run without task retries unless they ask for them.
@@ -48,7 +48,8 @@ def run_dag(dag_id: str, conf: dict[str, Any], *, retries: int | None = 0):
                 task.partial_kwargs["retries"] = retries
             else:
                 task.retries = retries
-    dag_run = dag.test(run_conf=conf)
+    kwargs = {"logical_date": logical_date} if logical_date is not None else {}
+    dag_run = dag.test(run_conf=conf, **kwargs)
     return dag_run, task_states(dag_run)
 
 
@@ -110,3 +111,41 @@ def stop_local_tentacles(runtime_dir: Path) -> None:
                 check=False,
                 timeout=60,
             )
+
+
+def terraform_local(
+    action: str,
+    *,
+    server_url: str,
+    space_name: str,
+    count: int,
+    name_prefix: str = "t-local",
+    api_key: str | None = None,
+) -> dict[str, Any]:
+    """Run ``include/terraform-fleet.sh`` for the local cloud outside Airflow, with the DAG's inputs.
+
+    For tests that rebuild or pre-build a fleet between DAG runs. Returns the script's JSON line.
+    """
+    from octopus.operators import include_dir, terraform_env
+
+    plan = {
+        "cloud": "local",
+        "server_url": server_url,
+        "initial_space": {"name": space_name},
+        "pool_name": LOCAL_POOL,
+        "instance_count": count,
+        "name_prefix": name_prefix,
+    }
+    env = {**os.environ, **terraform_env(plan, action)}
+    if api_key:
+        env["OCTOPUS_API_KEY"] = api_key
+    result = subprocess.run(
+        ["bash", str(include_dir() / "terraform-fleet.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

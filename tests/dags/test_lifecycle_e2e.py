@@ -1,0 +1,167 @@
+"""Worker lifecycle end to end: teardown, daily rebuilds, and drift repair (emulator + local cloud)."""
+
+from __future__ import annotations
+
+import pendulum
+import pytest
+import requests
+
+from octopus_emulator.scenario import make_scenario, make_worker
+from tests.dags.harness import (
+    LOCAL_POOL,
+    duplicate_records,
+    local_conf,
+    run_dag,
+    space_pool_members,
+    terraform_local,
+    thumbprints,
+    xcom_value,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore")]
+
+
+def live_fleet(state, initial="Space 001"):
+    return sorted(
+        w["Endpoint"]["Thumbprint"] for w in space_pool_members(state)[initial] if w["HealthStatus"] != "Unavailable"
+    )
+
+
+def put_worker(emulator, worker):
+    response = requests.put(
+        f"{emulator.url}/api/{worker['SpaceId']}/workers/{worker['Id']}",
+        json=worker,
+        headers={"X-Octopus-ApiKey": emulator.api_key},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+
+
+def record(state, space_name, name):
+    space_id = next(s["Id"] for s in state["spaces"] if s["Name"] == space_name)
+    return next(w for w in state["workers"] if w["SpaceId"] == space_id and w["Name"] == name)
+
+
+def test_share_then_retire_leaves_nothing(local_cloud, emulator):
+    emulator.control.reset(make_scenario(4, [LOCAL_POOL, "Other Pool"]))
+    dag_run, states = run_dag("share_octopus_workers", local_conf())
+    assert str(dag_run.state) == "success", states
+    assert sum(len(v) for v in space_pool_members(emulator.control.state()).values()) == 8
+
+    dag_run, states = run_dag("retire_octopus_workers", {"clouds": ["local"], "name_prefix": "t"})
+
+    assert str(dag_run.state) == "success", states
+    assert set(states["retire_copies"]) == {"Space 002", "Space 003", "Space 004"}
+    assert states["retire_initial"] == {"Space 001": "success"}
+    assert states["terraform_destroy"] == {"local": "success"}
+    assert emulator.control.state()["workers"] == []
+    assert not any(local_cloud.iterdir()), "a simulated VM is still on disk"
+    destroyed = xcom_value(dag_run, "terraform_destroy", map_index=0)
+    assert destroyed["changes"].get("delete", 0) >= 2
+
+    # Idempotent: nothing left to do, and it still succeeds.
+    dag_run, states = run_dag("retire_octopus_workers", {"clouds": ["local"], "name_prefix": "t"})
+    assert str(dag_run.state) == "success", states
+    assert xcom_value(dag_run, "terraform_destroy", map_index=0)["changes"] == {}
+
+
+def test_retire_dry_run_changes_nothing(local_cloud, emulator):
+    emulator.control.reset(make_scenario(3, [LOCAL_POOL]))
+    dag_run, _ = run_dag("share_octopus_workers", local_conf())
+    before = emulator.control.state()["workers"]
+
+    dag_run, states = run_dag("retire_octopus_workers", {"clouds": ["local"], "name_prefix": "t", "dry_run": True})
+
+    assert str(dag_run.state) == "success", states
+    assert emulator.control.state()["workers"] == before
+    assert xcom_value(dag_run, "terraform_destroy", map_index=0)["action"] == "plan-destroy"
+    assert any(local_cloud.iterdir())
+
+
+def test_three_daily_runs_with_rebuilds_keep_exactly_the_current_fleet(local_cloud, emulator):
+    emulator.control.reset(make_scenario(5, [LOCAL_POOL]))
+    seen_fleets = []
+    for day in (1, 2, 3):
+        if day > 1:  # the nightly rebuild: the VMs are destroyed, their records stay behind
+            terraform_local("destroy", server_url=emulator.url, space_name="Space 001", count=2)
+        logical_date = pendulum.datetime(2026, 11, day, tz="UTC")
+        dag_run, states = run_dag("share_octopus_workers", local_conf(), logical_date=logical_date)
+        assert str(dag_run.state) == "success", (day, states)
+        state = emulator.control.state()
+        fleet = live_fleet(state)
+        assert len(fleet) == 2
+        members = space_pool_members(state)
+        assert all(thumbprints(records) == fleet for records in members.values()), day
+        assert duplicate_records(state) == []
+        assert len(state["workers"]) == 5 * 2
+        seen_fleets.append(fleet)
+    assert len({tuple(f) for f in seen_fleets}) == 3, "each rebuild brings new thumbprints"
+
+
+def test_busy_stale_worker_is_disabled_then_removed_next_run(local_cloud, emulator):
+    stale = make_worker("old-worker", pools=[LOCAL_POOL], HealthStatus="Unavailable")
+    emulator.control.reset(make_scenario(3, [LOCAL_POOL], workers={2: [stale]}))
+    busy_id = record(emulator.control.state(), "Space 002", "old-worker")["Id"]
+    emulator.control.set_faults({"busy_workers": [busy_id]})
+
+    dag_run, states = run_dag("share_octopus_workers", local_conf())
+
+    assert str(dag_run.state) == "success", states
+    kept = record(emulator.control.state(), "Space 002", "old-worker")
+    assert kept["IsDisabled"] is True
+    row = next(r for r in xcom_value(dag_run, "summarize")["spaces"] if r["space_name"] == "Space 002")
+    assert row["clouds"]["local"]["disabled"] == 1
+
+    emulator.control.clear_faults()
+    dag_run, states = run_dag("share_octopus_workers", local_conf())
+    assert str(dag_run.state) == "success", states
+    names = [w["Name"] for w in space_pool_members(emulator.control.state())["Space 002"]]
+    assert "old-worker" not in names and len(names) == 2
+
+
+def test_worker_moved_out_of_pool_is_put_back_not_duplicated(local_cloud, emulator):
+    emulator.control.reset(make_scenario(3, [LOCAL_POOL]))
+    run_dag("share_octopus_workers", local_conf())
+    state = emulator.control.state()
+    moved = record(state, "Space 003", "t-local-1")
+    default_pool = next(
+        p["Id"] for p in state["pools"] if p["SpaceId"] == moved["SpaceId"] and p["Name"] == "Default Worker Pool"
+    )
+    put_worker(emulator, {**moved, "WorkerPoolIds": [default_pool]})
+
+    dag_run, states = run_dag("share_octopus_workers", local_conf())
+
+    assert str(dag_run.state) == "success", states
+    after = emulator.control.state()
+    fixed = record(after, "Space 003", "t-local-1")
+    assert fixed["Id"] == moved["Id"] and pool_id_of(after, "Space 003") in fixed["WorkerPoolIds"]
+    assert duplicate_records(after) == []
+    row = next(r for r in xcom_value(dag_run, "summarize")["spaces"] if r["space_name"] == "Space 003")
+    assert row["clouds"]["local"]["fixed"] == 1
+
+
+def pool_id_of(state, space_name):
+    space_id = next(s["Id"] for s in state["spaces"] if s["Name"] == space_name)
+    return next(p["Id"] for p in state["pools"] if p["SpaceId"] == space_id and p["Name"] == LOCAL_POOL)
+
+
+def test_copies_with_an_outdated_endpoint_are_updated_not_duplicated(local_cloud, emulator):
+    # After a tentacle re-registers with a new subscription, its copies still carry the old poll:// URI.
+    emulator.control.reset(make_scenario(3, [LOCAL_POOL]))
+    run_dag("share_octopus_workers", local_conf())
+    state = emulator.control.state()
+    current = record(state, "Space 001", "t-local-2")["Endpoint"]
+    for space in ("Space 002", "Space 003"):
+        copy = record(state, space, "t-local-2")
+        put_worker(emulator, {**copy, "Endpoint": {**copy["Endpoint"], "Uri": "poll://zzzzzzzzzzzzzzzzzzzz/"}})
+
+    dag_run, states = run_dag("share_octopus_workers", local_conf())
+
+    assert str(dag_run.state) == "success", states
+    after = emulator.control.state()
+    for space in ("Space 002", "Space 003"):
+        copy = record(after, space, "t-local-2")
+        assert copy["Endpoint"]["Uri"] == current["Uri"]
+        assert copy["Endpoint"]["Thumbprint"] == current["Thumbprint"]
+    assert duplicate_records(after) == []
+    assert xcom_value(dag_run, "summarize")["totals"]["fixed"] == 2
