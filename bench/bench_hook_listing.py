@@ -32,7 +32,6 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="octopus-bench-air
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 from octopus.hooks import OctopusHook  # noqa: E402 (imported before timing: Airflow's import takes seconds)
-
 from octopus_emulator.scenario import make_scenario  # noqa: E402
 from octopus_emulator.testing import EmulatorProcess  # noqa: E402
 

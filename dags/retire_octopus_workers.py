@@ -18,6 +18,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
+
 from octopus.operators import TerraformFleetOperator
 from octopus.sharing import SUPPORTED_CLOUDS
 

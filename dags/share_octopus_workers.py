@@ -32,6 +32,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task, task_group
+
 from octopus.operators import TerraformFleetOperator
 from octopus.sensors import OctopusWorkersRegisteredSensor
 from octopus.sharing import SUPPORTED_CLOUDS

@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 from airflow.sdk.exceptions import AirflowException
+
 from octopus.exceptions import (
     OctopusAuthenticationError,
     OctopusError,

@@ -9,6 +9,7 @@ import socket
 
 import pytest
 import requests
+
 from octopus.exceptions import (
     OctopusAuthenticationError,
     OctopusError,
@@ -21,7 +22,6 @@ from octopus.exceptions import (
 )
 from octopus.hooks import OctopusHook
 from octopus.pacing import TokenBucket
-
 from octopus_emulator.scenario import make_scenario, make_worker
 
 POOL = "Airflow Pool"
