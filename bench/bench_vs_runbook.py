@@ -56,12 +56,12 @@ os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_HOME}
 os.environ.setdefault("AIRFLOW__LOGGING__BASE_LOG_FOLDER", str(_HOME / "logs"))
 
 import requests  # noqa: E402
+
+from bench.runbook_port import RunbookPort  # noqa: E402
 from octopus.exceptions import OctopusError  # noqa: E402
 from octopus.hooks import OctopusHook  # noqa: E402 (imported before timing: Airflow's import takes seconds)
 from octopus.operations import discover, parallel_map, share_space  # noqa: E402
 from octopus.sharing import match_fleet, spaces_to_visit  # noqa: E402
-
-from bench.runbook_port import RunbookPort  # noqa: E402
 from octopus_emulator.scenario import make_scenario, make_worker  # noqa: E402
 from octopus_emulator.testing import EmulatorProcess  # noqa: E402
 
@@ -437,7 +437,7 @@ def load_share_dag():
 
         resetdb()
         _DB_READY = True
-    bag = DagBag(dag_folder=str(ROOT / "dags"), include_examples=False)
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
     dag = bag.dags["share_octopus_workers"]
@@ -466,14 +466,15 @@ def run_dag(size: Size) -> Outcome:
     return Outcome(0, "" if state == "success" else f"DAG run {state}")
 
 
-def section_dag(emulator: EmulatorProcess, sizes: Sequence[Size]) -> list[Measurement]:
+def section_dag(emulator: EmulatorProcess, sizes: Sequence[Size], latency_ms: float = 0.0) -> list[Measurement]:
     results = []
     for size in sizes:
         emulator.control.reset(scenario(size, with_fleet=False))
         with local_cloud(emulator):
             set_connection(emulator, {"timeout": 30})
             for phase in ("first run", "re-run"):
-                measured = measure(emulator, "dag", lambda size=size: run_dag(size), size, phase)
+                faults = {"latency_ms": latency_ms} if latency_ms else None
+                measured = measure(emulator, "dag", lambda size=size: run_dag(size), size, phase, faults)
                 measured.by_route["registration"] = tentacle_requests(emulator)
                 results.append(measured)
         print(f"  dag {size}: done", file=sys.stderr, flush=True)
@@ -536,6 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate-size", type=Size.parse, default=Size(50, 3))
     parser.add_argument("--dag-sizes", type=parse_sizes, default=parse_sizes("10x3,100x3"))
     parser.add_argument("--space-parallelism", type=int, default=8, help="spaces shared at once (package)")
+    parser.add_argument("--dag-latency-ms", type=float, default=0.0, help="added to every request (dag section)")
+    parser.add_argument("--out", type=Path, help="also write the markdown report to this file")
     parser.add_argument("--json", type=Path, help="also write every measurement to this file")
     parser.add_argument("--verbose", action="store_true", help="show the clients' warnings (every swallowed POST)")
     args = parser.parse_args(argv)
@@ -548,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger().setLevel(logging.ERROR)
         for name in ("bench.runbook_port", "airflow.task.hooks", "octopus"):
             logging.getLogger(name).setLevel(logging.ERROR)
-    print(f"Machine: {machine()}\n")
+    report = [f"Machine: {machine()}", f"Command: bench/bench_vs_runbook.py {' '.join(argv or sys.argv[1:])}"]
     everything: list[Measurement] = []
     started = time.perf_counter()
     # Health checks would turn the copies (no tentacle behind them) Unavailable mid-run; keep them out of the way.
@@ -557,27 +560,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "count" in sections:
             results = section_count(emulator, args.sizes, args.space_parallelism)
             everything += results
-            print("### Requests at 0 ms latency (first run from scratch, then a steady-state re-run)\n")
-            print(table_count(results) + "\n", flush=True)
+            report += ["### Requests at 0 ms latency (first run from scratch, then a steady-state re-run)"]
+            report += [table_count(results)]
         if "latency" in sections:
             results = section_latency(emulator, args.latency_size, args.latency_ms, args.space_parallelism)
             everything += results
-            print(f"### Wall time, {args.latency_size}, {args.latency_ms:g} ms added per request\n")
-            print(table_latency(results) + "\n", flush=True)
+            report += [f"### Wall time, {args.latency_size}, {args.latency_ms:g} ms added per request"]
+            report += [table_latency(results)]
         if "rate" in sections:
             results = section_rate(emulator, args.rate_size, args.rate_limit, args.rate_burst, args.space_parallelism)
             everything += results
-            print(
+            report += [
                 f"### Under a rate limit of {args.rate_limit:g}/min (burst {args.rate_burst:g}), "
-                f"{args.rate_size}, first run\n"
-            )
-            print(table_rate(results, args.rate_limit) + "\n", flush=True)
+                f"{args.rate_size}, first run",
+                table_rate(results, args.rate_limit),
+            ]
         if "dag" in sections:
-            results = section_dag(emulator, args.dag_sizes)
+            results = section_dag(emulator, args.dag_sizes, args.dag_latency_ms)
             everything += results
-            print("### The whole DAG (dag.test: tasks one at a time; 0 ms latency)\n")
-            print(table_dag(results) + "\n", flush=True)
-    print(f"Total benchmark time: {time.perf_counter() - started:.0f} s")
+            report += [
+                f"### The whole DAG (dag.test: tasks one at a time; {args.dag_latency_ms:g} ms added per request)",
+                table_dag(results),
+            ]
+    report += [f"Total benchmark time: {time.perf_counter() - started:.0f} s"]
+    text = "\n\n".join(report) + "\n"
+    print("\n" + text, flush=True)  # after the runs: dag.test logs to stdout
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
     if args.json:
         args.json.write_text(
             json.dumps(

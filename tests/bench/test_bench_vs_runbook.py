@@ -94,3 +94,17 @@ def test_main_prints_the_count_and_rate_tables_at_a_tiny_size(capsys, monkeypatc
     assert "| 3 × 2 | port | 16 |" in out
     assert "| 3 × 2 | package |" in out
     assert "| port | 16 |" in out  # rate table: the tiny run never reaches the burst
+
+
+@pytest.mark.e2e
+def test_dag_section_runs_the_dag_twice_and_separates_tentacle_registration(emulator, monkeypatch):
+    monkeypatch.setenv(bench.CONN_ENV, "{}")
+
+    first, again = bench.section_dag(emulator, [TINY])
+
+    assert (first.lost, again.lost) == (0, 0)
+    assert first.note == again.note == ""
+    own_first = first.requests - first.by_route["registration"]
+    assert own_first == bench.api_minimum(TINY, rerun=False) + 1
+    assert again.by_route["registration"] == 0
+    assert again.requests == bench.api_minimum(TINY, rerun=True) + 1
