@@ -1,0 +1,264 @@
+"""Run ``airflow standalone`` as a subprocess for tests, and talk to it through the REST API v2."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+
+from tests.conftest import ROOT
+
+T = TypeVar("T")
+
+VENV_BIN = Path(sys.executable).parent
+SHARE_DAG = "share_octopus_workers"
+SCHEDULER_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+
+
+class StandaloneError(RuntimeError):
+    """Airflow standalone did not start, or did not do what the test waited for in time."""
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(
+    condition: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.5,
+    on_timeout: Callable[[], str] | None = None,
+) -> T:
+    """Call ``condition`` until it returns something truthy; raise :class:`StandaloneError` naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            result = condition()
+        except requests.RequestException as exc:  # not listening yet, or a restart: try again
+            result, last_error = None, exc
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error})" if last_error else ""
+            extra = f"\n{on_timeout()}" if on_timeout else ""
+            raise StandaloneError(f"timed out after {timeout:.0f}s waiting for {what}{detail}{extra}")
+        time.sleep(interval)
+
+
+class AirflowApi:
+    """Minimal REST API v2 client (``simple_auth_manager_all_admins``: no credentials needed)."""
+
+    def __init__(self, base_url: str, timeout: float = 30.0):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> Any:
+        resp = self.session.request(
+            method, f"{self.base_url}/api/v2/{path.lstrip('/')}", json=body, params=params, timeout=self.timeout
+        )
+        if resp.status_code not in ok:
+            raise StandaloneError(f"{method} /api/v2/{path}: HTTP {resp.status_code}: {resp.text[:1000]}")
+        return resp.json() if resp.content else None
+
+    def health(self) -> dict[str, Any]:
+        return self.call("GET", "monitor/health")
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        return self.call("GET", "importErrors")["import_errors"]
+
+    def jobs(self, job_type: str) -> list[dict[str, Any]]:
+        """Jobs of one type (``SchedulerJob``, ``TriggererJob``, ``DagProcessorJob``...)."""
+        return self.call("GET", "jobs", params={"job_type": job_type, "limit": 100})["jobs"]
+
+    def unpause(self, dag_id: str) -> dict[str, Any]:
+        return self.call("PATCH", f"dags/{dag_id}", {"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: Mapping[str, Any]) -> str:
+        """Trigger a run now; returns its run id."""
+        run = self.call("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": dict(conf)})
+        return run["dag_run_id"]
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return self.call("GET", f"dags/{dag_id}/dagRuns/{run_id}")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self.call("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})[
+            "task_instances"
+        ]
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
+        """The task's log for one try as plain text."""
+        resp = self.session.get(
+            f"{self.base_url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"map_index": map_index},
+            headers={"Accept": "text/plain"},
+            timeout=self.timeout,
+        )
+        if resp.status_code != 200:
+            raise StandaloneError(f"log of {task_id}[{map_index}] try {try_number}: HTTP {resp.status_code}")
+        return resp.text
+
+    def clear_task_instances(self, dag_id: str, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """POST clearTaskInstances (``dry_run`` must be given: the API defaults it to true)."""
+        if "dry_run" not in body:
+            raise ValueError("clearTaskInstances defaults to dry_run=true: pass dry_run explicitly")
+        return self.call("POST", f"dags/{dag_id}/clearTaskInstances", dict(body))["task_instances"]
+
+
+class AirflowStandalone:
+    """``airflow standalone`` in its own process group with a private ``AIRFLOW_HOME`` on a free loopback port.
+
+    ``extra_env`` is added to the environment of every component (and so of every task and trigger).
+    All output goes to ``<home>/standalone.log``.
+    """
+
+    def __init__(self, home: Path, extra_env: Mapping[str, str] | None = None, *, startup_timeout: float = 180.0):
+        self.home = Path(home)
+        self.port = free_port()
+        # standalone's log servers bind every interface on fixed default ports: at least make the ports private
+        self.log_server_ports = (free_port(), free_port())
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.home / "standalone.log"
+        self.startup_timeout = startup_timeout
+        self.extra_env = dict(extra_env or {})
+        self.proc: subprocess.Popen | None = None
+        self.api = AirflowApi(self.url)
+
+    def environment(self) -> dict[str, str]:
+        # Drop the pytest session's own Airflow settings (tests/conftest.py): this instance has its own home.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        env.update(
+            {
+                "PATH": os.pathsep.join([str(VENV_BIN), env.get("PATH", "")]),  # standalone spawns `airflow ...`
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API__BASE_URL": self.url,
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.log_server_ports[0]),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.log_server_ports[1]),
+                "AIRFLOW__CORE__PARALLELISM": "8",  # LocalExecutor forks this many workers up front (2 cores here)
+                # Only runs the test triggers: the DAG's @daily schedule must not queue a run of its own.
+                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+                "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+                "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+                "PYTHONUNBUFFERED": "1",
+                "NO_COLOR": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> AirflowStandalone:
+        """Start and wait until every component is healthy (raises with the log tail if not)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(VENV_BIN / "airflow"), "standalone"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                cwd=str(self.home),
+                start_new_session=True,  # its own process group: teardown signals every component at once
+            )
+        self.wait(
+            self._healthy,
+            timeout=self.startup_timeout,
+            what="airflow standalone to report every component healthy at /api/v2/monitor/health",
+        )
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            health = self.api.health()
+        except StandaloneError:  # the api-server answers errors while it starts
+            return False
+        return all((health.get(c) or {}).get("status") == "healthy" for c in SCHEDULER_COMPONENTS)
+
+    def wait(self, condition: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.5) -> T:
+        """:func:`wait_for`, but fail at once (with the log tail) if standalone has exited."""
+
+        def check() -> T | None:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise StandaloneError(f"airflow standalone exited with {self.proc.returncode}\n{self.log_tail()}")
+            return condition()
+
+        return wait_for(check, timeout=timeout, what=what, interval=interval, on_timeout=self.log_tail)
+
+    def log_tail(self, chars: int = 6000) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return f"(no log at {self.log_path})"
+        return f"--- last {chars} chars of {self.log_path} ---\n{text[-chars:]}"
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the process group, then SIGKILL what is left after ``timeout`` seconds."""
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _group_alive(pgid):
+            time.sleep(0.2)
+            self.proc.poll()  # reap the leader so the group can empty
+        if _group_alive(pgid):
+            os.killpg(pgid, signal.SIGKILL)
+        self.proc.wait(timeout=timeout)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Ids of this user's processes whose environment has ``name=value`` (finds what a test started)."""
+    needle = f"{name}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:  # gone, or not ours
+            continue
+    return found

@@ -1,0 +1,172 @@
+"""share_octopus_workers under a real scheduler: ``airflow standalone`` + the emulator + the local cloud, via REST v2.
+
+One DAG run is shared by the tests (module fixture ``failed_run``): a space whose writes answer 403 fails only
+its own index; the fleet sensor defers to the real triggerer. The last test clears that index and ``summarize``
+only, and the same run ends in success.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from octopus_emulator.scenario import make_scenario
+from tests.dags.harness import LOCAL_POOL, space_pool_members, thumbprints
+from tests.scheduler.standalone import SHARE_DAG, AirflowStandalone
+
+pytestmark = [pytest.mark.scheduler]
+
+TERMINAL = {"success", "failed"}
+SPACES = ["Space 001", "Space 002", "Space 003", "Space 004"]
+READONLY_SPACE, READONLY_SPACE_ID = "Space 003", "Spaces-3"
+INITIAL_SPACE_ID = "Spaces-1"  # where the fleet registers itself
+TRIGGER_CLASSPATH = "octopus.triggers.OctopusWorkersRegisteredTrigger"
+# The simulated tentacles retry a 503 on GET /api for 60 s (a starting server). Answering it 503 holds their
+# registration until the test has seen the sensor deferred, so its wait is surely done by the triggerer.
+HOLD_REGISTRATION = {"count": 1_000_000, "status": 503, "method": "GET", "path_regex": "^/api/?$"}
+CONF = {
+    "clouds": ["local"],
+    "instance_count": {"local": 2},
+    "wait_mode": "deferrable",
+    "poll_interval_seconds": 1,
+    "registration_timeout_minutes": 3,
+    "name_prefix": "sched",
+}
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    state: str
+    task_instances: list[dict[str, Any]]
+    deferred_sensor: dict[str, Any]  # wait_for_workers as the API showed it while deferred
+    pool_reads_while_held: int  # reads of the initial pool before any worker could register
+
+
+def by_task(task_instances: list[dict[str, Any]], task_id: str) -> dict[str, dict[str, Any]]:
+    """``rendered_map_index`` (or "" when not mapped) → task instance, for one task."""
+    return {ti["rendered_map_index"] or "": ti for ti in task_instances if ti["task_id"] == task_id}
+
+
+def wait_run_finished(airflow: AirflowStandalone, run_id: str, timeout: float = 240) -> str:
+    def finished() -> str | None:
+        state = airflow.api.dag_run(SHARE_DAG, run_id)["state"]
+        return state if state in TERMINAL else None
+
+    return airflow.wait(finished, timeout=timeout, interval=1, what=f"run {run_id} to finish")
+
+
+@pytest.fixture(scope="module")
+def failed_run(standalone, emulator_process) -> RunResult:
+    control = emulator_process.control
+    control.reset(make_scenario(len(SPACES), [LOCAL_POOL]))
+    control.clear_requests()
+    control.set_faults({"readonly_spaces": [READONLY_SPACE_ID], "fail_next": [HOLD_REGISTRATION]})
+    api = standalone.api
+    run_id = api.trigger(SHARE_DAG, CONF)
+
+    def sensor_deferred() -> dict[str, Any] | None:
+        tis = api.task_instances(SHARE_DAG, run_id)
+        sensor = by_task(tis, "wait_for_workers").get("local")
+        if sensor and sensor["state"] in TERMINAL | {"upstream_failed", "skipped"}:
+            states = sorted((ti["task_id"], ti["rendered_map_index"], ti["state"]) for ti in tis)
+            raise AssertionError(f"wait_for_workers ended {sensor['state']} without deferring; tasks: {states}")
+        picked_up = sensor and sensor["state"] == "deferred" and (sensor["trigger"] or {}).get("triggerer_id")
+        return sensor if picked_up else None
+
+    def initial_pool_reads() -> int:
+        return sum(
+            1
+            for r in control.requests()
+            if (r["method"], r["path"], r["status"]) == ("GET", f"/api/{INITIAL_SPACE_ID}/workers", 200)
+        )
+
+    try:
+        deferred = standalone.wait(
+            sensor_deferred, timeout=120, interval=0.5, what="wait_for_workers[local] to be deferred to the triggerer"
+        )
+        # The sensor read the pool once before deferring; a further read is the trigger's, finding no worker.
+        reads = standalone.wait(
+            lambda: (n := initial_pool_reads()) >= 2 and n,
+            timeout=60,
+            what="the trigger to read the initial space's pool while registration is held",
+        )
+    finally:
+        control.set_faults({"readonly_spaces": [READONLY_SPACE_ID]})  # let the tentacles register
+    state = wait_run_finished(standalone, run_id)
+    return RunResult(run_id, state, api.task_instances(SHARE_DAG, run_id), deferred, reads)
+
+
+def test_the_package_parses_in_the_dag_processor_without_import_errors(standalone):
+    assert standalone.api.import_errors() == []
+
+
+def test_a_read_only_space_fails_the_run(failed_run):
+    assert failed_run.state == "failed"
+    assert by_task(failed_run.task_instances, "summarize")[""]["state"] == "failed"
+
+
+def test_fleet_tasks_are_named_by_cloud_and_succeed(failed_run):
+    for task_id in ("terraform_apply", "wait_for_workers"):
+        assert {label: ti["state"] for label, ti in by_task(failed_run.task_instances, task_id).items()} == {
+            "local": "success"
+        }, task_id
+
+
+def test_share_tasks_are_named_by_space(failed_run):
+    assert sorted(by_task(failed_run.task_instances, "share_to_space")) == SPACES
+
+
+def test_the_read_only_space_fails_alone(failed_run):
+    shares = by_task(failed_run.task_instances, "share_to_space")
+    assert {label: ti["state"] for label, ti in shares.items()} == {
+        label: "failed" if label == READONLY_SPACE else "success" for label in SPACES
+    }
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="share_to_space turns a 403 on a write into a plain AirflowException (operations.share_space keeps only "
+    "the message), so the task retries 3 times; a permanent error should raise AirflowFailException",
+)
+def test_a_forbidden_write_is_not_retried(failed_run):
+    failing = by_task(failed_run.task_instances, "share_to_space")[READONLY_SPACE]
+    assert (failing["state"], failing["try_number"]) == ("failed", 1)
+
+
+def test_the_sensor_waited_in_the_triggerer(failed_run, standalone):
+    trigger = failed_run.deferred_sensor["trigger"]
+    assert trigger["classpath"] == TRIGGER_CLASSPATH
+    assert trigger["triggerer_id"] in {job["id"] for job in standalone.api.jobs("TriggererJob")}
+    assert failed_run.pool_reads_while_held >= 2  # the sensor's one poke, then the trigger's polling
+    sensor = by_task(failed_run.task_instances, "wait_for_workers")["local"]
+    assert (sensor["state"], sensor["try_number"]) == ("success", 1)  # resumed by the trigger's event, same try
+
+
+def test_clearing_only_the_failed_index_and_summarize_makes_the_run_succeed(failed_run, standalone, emulator_process):
+    control = emulator_process.control
+    control.clear_faults()
+    index = by_task(failed_run.task_instances, "share_to_space")[READONLY_SPACE]["map_index"]
+
+    cleared = standalone.api.clear_task_instances(
+        SHARE_DAG,
+        {
+            "dag_run_id": failed_run.run_id,
+            "task_ids": [["share_to_space", index], "summarize"],
+            "only_failed": True,
+            "dry_run": False,
+        },
+    )
+
+    assert sorted((ti["task_id"], ti["map_index"]) for ti in cleared) == [("share_to_space", index), ("summarize", -1)]
+    assert wait_run_finished(standalone, failed_run.run_id) == "success"
+    after = standalone.api.task_instances(SHARE_DAG, failed_run.run_id)
+    before = {label: ti["try_number"] for label, ti in by_task(failed_run.task_instances, "share_to_space").items()}
+    tries = {label: ti["try_number"] for label, ti in by_task(after, "share_to_space").items()}
+    assert tries == {label: n + 1 if label == READONLY_SPACE else n for label, n in before.items()}  # it alone re-ran
+    members = space_pool_members(control.state())
+    fleet = thumbprints(members["Space 001"])
+    assert len(fleet) == CONF["instance_count"]["local"]
+    assert {space: thumbprints(records) for space, records in members.items()} == {space: fleet for space in SPACES}
