@@ -105,3 +105,19 @@ def test_share_params_reject_bad_input(share_dag, conf, fragment):
 def test_share_params_accept_local_run(share_dag):
     conf = {"clouds": ["local"], "instance_count": {"local": 2}, "target_spaces": ["Team A"], "dry_run": True}
     assert params_error(share_dag, conf) is None
+
+
+def test_parsing_opens_no_network_connection(monkeypatch):
+    import socket
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.conftest import ROOT
+
+    def refuse(self, *args):
+        raise AssertionError(f"DAG parsing opened a connection to {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert bag.import_errors == {}
+    assert len(bag.dag_ids) == 2
