@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.bash import BashOperator
 
-from octopus.sensors import _as_bool
+from octopus.templating import as_bool
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -90,7 +90,7 @@ class TerraformFleetOperator(BashOperator):
 
     @property
     def action(self) -> str:
-        dry = _as_bool(self.dry_run)
+        dry = as_bool(self.dry_run)
         if self.destroy:
             return "plan-destroy" if dry else "destroy"
         return "plan" if dry else "apply"

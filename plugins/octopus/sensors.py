@@ -12,30 +12,11 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
 from octopus.sharing import describe_registration
+from octopus.templating import as_bool, as_seconds
 from octopus.triggers import OctopusWorkersRegisteredTrigger, check_registration
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        if value.strip().lower() in {"true", "1", "yes"}:
-            return True
-        if value.strip().lower() in {"false", "0", "no", "", "none"}:
-            return False
-        raise ValueError(f"expected a boolean, got {value!r}")
-    return bool(value)
-
-
-def _as_seconds(value: Any, what: str) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise AirflowException(f"{what} must be a number of seconds, got {value!r}") from None
-    if seconds <= 0:
-        raise AirflowException(f"{what} must be > 0 seconds, got {value!r}")
-    return seconds
 
 
 def expected_names_from(terraform_output: Any) -> list[str]:
@@ -137,14 +118,14 @@ class OctopusWorkersRegisteredSensor(BaseSensorOperator):
     def poke(self, context: Context) -> PokeReturnValue:
         seen = self._last_seen = self._check()
         self.log.info("%s", describe_registration(seen, self._expected))
-        if _as_bool(self.dry_run):
+        if as_bool(self.dry_run):
             return PokeReturnValue(True, {**self._fleet(seen), "dry_run": True})
         return PokeReturnValue(len(seen["workers"]) >= self._expected, self._fleet(seen))
 
     def execute(self, context: Context) -> Any:
-        self.timeout = _as_seconds(self.registration_timeout, "registration_timeout")
-        self.poke_interval = _as_seconds(self.poll_interval, "poll_interval")
-        if _as_bool(self.deferrable) and not _as_bool(self.dry_run):
+        self.timeout = as_seconds(self.registration_timeout, "registration_timeout")
+        self.poke_interval = as_seconds(self.poll_interval, "poll_interval")
+        if as_bool(self.deferrable) and not as_bool(self.dry_run):
             result = self.poke(context)
             if result.is_done:
                 return result.xcom_value

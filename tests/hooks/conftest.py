@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 
 import pytest
-
-# Airflow reads AIRFLOW_HOME when first imported; keep it away from any real installation unless the root
-# conftest has already isolated it.
-if "AIRFLOW_HOME" not in os.environ:
-    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="octopus-hook-tests-")
-    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 #: Fast retry settings so retry tests take milliseconds; production defaults are 0.5 s doubling to 30 s.
 FAST_RETRIES = {"retry_initial_wait": 0.01, "retry_max_wait": 0.05, "max_attempts": 4, "timeout": 10}
