@@ -17,12 +17,18 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
+from airflow.sdk import TriggerRule, dag, get_current_context, task
 
+from octopus.dag_defaults import (
+    CONN_ID,
+    DEFAULT_ARGS,
+    clouds_param,
+    dry_run_param,
+    name_prefix_param,
+    worker_pool_name_param,
+)
 from octopus.operators import TerraformFleetOperator
 from octopus.sharing import SUPPORTED_CLOUDS
-
-CONN_ID = "octopus_default"
 
 
 @dag(
@@ -35,24 +41,12 @@ CONN_ID = "octopus_default"
     doc_md=__doc__,
     tags=["octopus", "workers"],
     params={
-        "clouds": Param(
-            ["aws", "azure", "gcp"],
-            type="array",
-            items={"type": "string", "enum": list(SUPPORTED_CLOUDS)},
-            minItems=1,
-            uniqueItems=True,
-        ),
-        "worker_pool_name": Param("{cloud} Worker Pool TF", type="string", minLength=1, pattern=r"\{cloud\}"),
-        "dry_run": Param(False, type="boolean", description="List what would be removed; change nothing."),
-        "name_prefix": Param("octopus-shared", type="string", pattern=r"^[a-z][a-z0-9-]{0,24}$"),
+        "clouds": clouds_param("Clouds whose fleets to remove."),
+        "worker_pool_name": worker_pool_name_param(),
+        "dry_run": dry_run_param("List what would be removed and plan the destroy; change nothing."),
+        "name_prefix": name_prefix_param(),
     },
-    default_args={
-        "owner": "platform",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=10),
-    },
+    default_args=DEFAULT_ARGS,
 )
 def retire_octopus_workers():
     @task

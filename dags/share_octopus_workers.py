@@ -33,21 +33,20 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task, task_group
 
+from octopus.dag_defaults import (
+    CONN_ID,
+    DEFAULT_ARGS,
+    clouds_param,
+    dry_run_param,
+    name_prefix_param,
+    worker_pool_name_param,
+)
 from octopus.operators import TerraformFleetOperator
 from octopus.sensors import OctopusWorkersRegisteredSensor
 from octopus.sharing import SUPPORTED_CLOUDS
 
-CONN_ID = "octopus_default"
-
 PARAMS = {
-    "clouds": Param(
-        ["aws", "azure", "gcp"],
-        type="array",
-        items={"type": "string", "enum": list(SUPPORTED_CLOUDS)},
-        minItems=1,
-        uniqueItems=True,
-        description="Clouds whose fleets to build and share.",
-    ),
+    "clouds": clouds_param("Clouds whose fleets to build and share."),
     "instance_count": Param(
         {"aws": 2, "azure": 2, "gcp": 2, "local": 3},
         type="object",
@@ -55,22 +54,14 @@ PARAMS = {
         additionalProperties=False,
         description="Workers per cloud: Terraform builds this many and the wait expects this many.",
     ),
-    "worker_pool_name": Param(
-        "{cloud} Worker Pool TF",
-        type="string",
-        minLength=1,
-        pattern=r"\{cloud\}",
-        description="Pool name template; {cloud} becomes AWS, Azure, GCP or Local.",
-    ),
+    "worker_pool_name": worker_pool_name_param(),
     "target_spaces": Param(
         [],
         type="array",
         items={"type": "string", "minLength": 1},
         description="Limit sharing to these spaces (names or ids). Empty: every space that has the pool.",
     ),
-    "dry_run": Param(
-        False, type="boolean", description="Plan Terraform and compute every share; write nothing."
-    ),
+    "dry_run": dry_run_param("Plan Terraform and compute every share; write nothing."),
     "prune_stale": Param(
         True,
         type="boolean",
@@ -79,12 +70,7 @@ PARAMS = {
     "registration_timeout_minutes": Param(20, type="integer", minimum=1, maximum=24 * 60),
     "poll_interval_seconds": Param(30, type="integer", minimum=1, maximum=3600),
     "wait_mode": Param("reschedule", type="string", enum=["reschedule", "deferrable"]),
-    "name_prefix": Param(
-        "octopus-shared",
-        type="string",
-        pattern=r"^[a-z][a-z0-9-]{0,24}$",
-        description="Worker names start with <name_prefix>-<cloud>-.",
-    ),
+    "name_prefix": name_prefix_param(),
 }
 
 
@@ -98,13 +84,7 @@ PARAMS = {
     doc_md=__doc__,
     tags=["octopus", "workers"],
     params=PARAMS,
-    default_args={
-        "owner": "platform",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=10),
-    },
+    default_args=DEFAULT_ARGS,
 )
 def share_octopus_workers():
     @task
