@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.dags.harness import stop_local_tentacles
+from tests.dags.harness import configure_local_cloud, stop_local_tentacles
 
 
 @pytest.fixture(scope="session")
@@ -24,13 +24,9 @@ def octopus_connection(emulator, monkeypatch):
 
 
 @pytest.fixture
-def local_cloud(airflow_db, octopus_connection, emulator, tmp_path, monkeypatch):
+def local_cloud(airflow_db, emulator, tmp_path, monkeypatch):
     """The embedded local cloud wired to the emulator; every simulated VM is stopped afterwards."""
-    runtime = tmp_path / "runtime"
-    monkeypatch.setenv("OCTOPUS_WORKERS_STATE_DIR", str(tmp_path / "tf-state"))
-    monkeypatch.setenv("TF_VAR_runtime_dir", str(runtime))
-    monkeypatch.setenv("TF_VAR_server_comms_port", str(emulator.comms_port))
-    monkeypatch.setenv("TF_VAR_boot_delay_seconds", "0")
+    runtime = configure_local_cloud(monkeypatch, tmp_path, emulator)
     try:
         yield runtime
     finally:

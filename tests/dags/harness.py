@@ -98,6 +98,18 @@ def duplicate_records(state: dict[str, Any]) -> list[tuple[str, str]]:
     return [key for key, n in counts.items() if n > 1]
 
 
+def configure_local_cloud(monkeypatch, tmp_path: Path, emulator, **extra: Any) -> Path:
+    """Point ``octopus_default`` and the local cloud at ``emulator``; return the simulated VMs' runtime dir."""
+    conn = {"conn_type": "http", "host": emulator.url, "password": emulator.api_key, "extra": {"timeout": 30, **extra}}
+    runtime = tmp_path / "runtime"
+    monkeypatch.setenv("AIRFLOW_CONN_OCTOPUS_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("OCTOPUS_WORKERS_STATE_DIR", str(tmp_path / "tf-state"))
+    monkeypatch.setenv("TF_VAR_runtime_dir", str(runtime))
+    monkeypatch.setenv("TF_VAR_server_comms_port", str(emulator.comms_port))
+    monkeypatch.setenv("TF_VAR_boot_delay_seconds", "0")
+    return runtime
+
+
 def stop_local_tentacles(runtime_dir: Path) -> None:
     """Stop every simulated VM under ``runtime_dir`` (test teardown, whatever state Terraform is in)."""
     if not runtime_dir.is_dir():

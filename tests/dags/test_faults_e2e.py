@@ -16,6 +16,7 @@ from octopus_emulator.testing import EmulatorProcess
 from tests.conftest import ROOT
 from tests.dags.harness import (
     LOCAL_POOL,
+    configure_local_cloud,
     duplicate_records,
     local_conf,
     run_dag,
@@ -132,13 +133,7 @@ def test_share_killed_midway_then_rerun_ends_exact_with_no_duplicates(emulator, 
 def restartable_emulator(airflow_db, tmp_path, monkeypatch):
     emu = EmulatorProcess(state_file=True, health_check_delay=0.2)
     emu.start()
-    runtime = tmp_path / "runtime"
-    conn = {"conn_type": "http", "host": emu.url, "password": emu.api_key, "extra": {"max_retry_seconds": 60}}
-    monkeypatch.setenv("AIRFLOW_CONN_OCTOPUS_DEFAULT", json.dumps(conn))
-    monkeypatch.setenv("OCTOPUS_WORKERS_STATE_DIR", str(tmp_path / "tf-state"))
-    monkeypatch.setenv("TF_VAR_runtime_dir", str(runtime))
-    monkeypatch.setenv("TF_VAR_server_comms_port", str(emu.comms_port))
-    monkeypatch.setenv("TF_VAR_boot_delay_seconds", "0")
+    runtime = configure_local_cloud(monkeypatch, tmp_path, emu, max_retry_seconds=60)
     try:
         yield emu
     finally:

@@ -36,6 +36,17 @@ def seeded(emulator, monkeypatch):
     return {**FLEET_PLAN, "initial_space": {**FLEET_PLAN["initial_space"], "pool_id": pool_id}}
 
 
+def trigger(plan, **kwargs):
+    kwargs = {"expected_count": 2, "deadline": time.time() + 30, **kwargs}
+    return OctopusWorkersRegisteredTrigger(
+        octopus_conn_id="octopus_default",
+        space_id="Spaces-1",
+        pool_id=plan["initial_space"]["pool_id"],
+        name_prefix="t-local",
+        **kwargs,
+    )
+
+
 def sensor(plan, **kwargs):
     return OctopusWorkersRegisteredSensor(task_id="wait_for_workers", fleet_plan=plan, **kwargs)
 
@@ -65,28 +76,12 @@ class TestTrigger:
         assert OctopusWorkersRegisteredTrigger(**kwargs).serialize() == (classpath, kwargs)
 
     async def test_fires_success_when_enough_live_workers(self, seeded):
-        trigger = OctopusWorkersRegisteredTrigger(
-            octopus_conn_id="octopus_default",
-            space_id="Spaces-1",
-            pool_id=seeded["initial_space"]["pool_id"],
-            expected_count=1,
-            name_prefix="t-local",
-            deadline=time.time() + 30,
-        )
-        event = await trigger.run().__anext__()
+        event = await trigger(seeded, expected_count=1).run().__anext__()
         assert event.payload["status"] == "success"
         assert [w["name"] for w in event.payload["seen"]["workers"]] == ["t-local-1"]
 
     async def test_fires_timeout_listing_what_it_saw(self, seeded):
-        trigger = OctopusWorkersRegisteredTrigger(
-            octopus_conn_id="octopus_default",
-            space_id="Spaces-1",
-            pool_id=seeded["initial_space"]["pool_id"],
-            expected_count=2,
-            name_prefix="t-local",
-            deadline=time.time() - 1,
-        )
-        event = await trigger.run().__anext__()
+        event = await trigger(seeded, deadline=time.time() - 1).run().__anext__()
         assert event.payload["status"] == "timeout"
         assert "1 of 2 workers" in event.payload["message"]
         assert "t-local-2" in event.payload["message"] and "Unavailable" in event.payload["message"]
@@ -94,15 +89,7 @@ class TestTrigger:
     async def test_fires_error_when_octopus_refuses(self, seeded, emulator, monkeypatch):
         bad = {"conn_type": "http", "host": emulator.url, "password": "API-WRONGWRONGWRONG0000000"}
         monkeypatch.setenv("AIRFLOW_CONN_OCTOPUS_DEFAULT", json.dumps(bad))
-        trigger = OctopusWorkersRegisteredTrigger(
-            octopus_conn_id="octopus_default",
-            space_id="Spaces-1",
-            pool_id=seeded["initial_space"]["pool_id"],
-            expected_count=2,
-            name_prefix="t-local",
-            deadline=time.time() + 30,
-        )
-        event = await trigger.run().__anext__()
+        event = await trigger(seeded).run().__anext__()
         assert event.payload["status"] == "error" and "401" in event.payload["message"]
 
 
@@ -127,9 +114,9 @@ class TestSensor:
         task = sensor(seeded, deferrable="True", registration_timeout="60", poll_interval="5")
         with pytest.raises(TaskDeferred) as deferred:
             task.execute({})
-        trigger = deferred.value.trigger
-        assert isinstance(trigger, OctopusWorkersRegisteredTrigger)
-        assert trigger.expected_count == 2 and trigger.poll_interval == 5
+        handed = deferred.value.trigger
+        assert isinstance(handed, OctopusWorkersRegisteredTrigger)
+        assert handed.expected_count == 2 and handed.poll_interval == 5
         assert deferred.value.method_name == "execute_complete"
 
     def test_deferrable_returns_at_once_when_ready(self, seeded):
