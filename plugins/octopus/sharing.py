@@ -503,25 +503,27 @@ def summarize(results: Iterable[Mapping[str, Any] | None], plans: Sequence[Mappi
 
 
 def format_table(summary: Mapping[str, Any]) -> str:
-    """The summary as a fixed-width text table (spaces × clouds)."""
+    """The summary as a fixed-width text table (spaces × clouds, then a total per cloud)."""
     clouds = summary["clouds"]
-    header = ["space"] + clouds
-    body = []
-    for row in summary["spaces"]:
-        cells = [f"{row['space_name']} ({row['space_id']})"]
-        for cloud in clouds:
-            counts = row["clouds"].get(cloud)
-            if not counts:
-                cells.append("-")
-                continue
-            parts = [f"{o} {counts[o]}" for o in OUTCOMES if counts.get(o)]
-            cells.append(", ".join(parts) or "nothing to do")
-        body.append(cells)
-    totals = summary["totals"]
-    footer = ["total", ", ".join(f"{o} {totals[o]}" for o in OUTCOMES if totals.get(o)) or "nothing to do"]
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(header, widths, strict=True))]
-    lines.append("-+-".join("-" * w for w in widths))
-    lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
-    lines.append(" | ".join(footer))
-    return "\n".join(lines)
+
+    def cell(counts: Mapping[str, Any] | None) -> str:
+        if not counts:
+            return "-"
+        return ", ".join(f"{o} {counts[o]}" for o in OUTCOMES if counts.get(o)) or "nothing to do"
+
+    header = ["space", *clouds]
+    body = [
+        [f"{row['space_name']} ({row['space_id']})", *(cell(row["clouds"].get(c)) for c in clouds)]
+        for row in summary["spaces"]
+    ]
+    per_cloud = {
+        c: {o: sum(r["clouds"].get(c, {}).get(o, 0) for r in summary["spaces"]) for o in OUTCOMES} for c in clouds
+    }
+    footer = ["total", *(cell(per_cloud[c]) for c in clouds)]
+    widths = [max(len(r[i]) for r in [header, *body, footer]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    rule = "-+-".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *map(line, body), rule, line(footer)])
