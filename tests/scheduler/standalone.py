@@ -109,18 +109,6 @@ class AirflowApi:
             "task_instances"
         ]
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
-        """The task's log for one try as plain text."""
-        resp = self.session.get(
-            f"{self.base_url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-            params={"map_index": map_index},
-            headers={"Accept": "text/plain"},
-            timeout=self.timeout,
-        )
-        if resp.status_code != 200:
-            raise StandaloneError(f"log of {task_id}[{map_index}] try {try_number}: HTTP {resp.status_code}")
-        return resp.text
-
     def clear_task_instances(self, dag_id: str, body: Mapping[str, Any]) -> list[dict[str, Any]]:
         """POST clearTaskInstances (``dry_run`` must be given: the API defaults it to true)."""
         if "dry_run" not in body:
@@ -237,7 +225,8 @@ class AirflowStandalone:
             time.sleep(0.2)
             self.proc.poll()  # reap the leader so the group can empty
         if _group_alive(pgid):
-            os.killpg(pgid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
         self.proc.wait(timeout=timeout)
 
 
