@@ -100,8 +100,14 @@ def resolve_unknown_pools(hook: OctopusHook, space: Mapping[str, Any]) -> dict[s
     return {**space, "pools": resolved}
 
 
+def is_permanent(exc: OctopusError) -> bool:
+    """4xx other than 429 will not fix themselves: retrying the task cannot help."""
+    return exc.status is not None and 400 <= exc.status < 500 and exc.status != 429
+
+
 def _empty_counts() -> dict[str, Any]:
-    return {"added": 0, "present": 0, "fixed": 0, "replaced": 0, "pruned": 0, "unshared": 0, "disabled": 0}
+    outcomes = ("added", "present", "fixed", "replaced", "pruned", "unshared", "disabled", "retryable_errors")
+    return dict.fromkeys(outcomes, 0)
 
 
 def share_space(
@@ -143,6 +149,7 @@ def share_space(
         except OctopusError as exc:
             for cloud in {a["cloud"] for a in plan["actions"] if a["op"] == "create"}:
                 clouds[cloud]["errors"].append(f"default machine policy lookup failed: {exc}")
+                clouds[cloud]["retryable_errors"] += int(not is_permanent(exc))
             plan["actions"] = [a for a in plan["actions"] if a["op"] != "create"]
         else:
             for action in plan["actions"]:
@@ -165,7 +172,7 @@ def execute_actions(
     a delete of a record that is already gone counts as done.
     """
 
-    def run(action: dict[str, Any]) -> tuple[dict[str, Any], str, str | None]:
+    def run(action: dict[str, Any]) -> tuple[dict[str, Any], str, str | None, bool]:
         worker = action["worker"]
         try:
             if action["op"] == "create":
@@ -175,7 +182,7 @@ def execute_actions(
                     # A POST whose answer was lost may have been applied; its retry then meets our own record.
                     if not _created_already(hook, space_id, worker):
                         raise
-                    return action, "added", f"{worker['Name']}: created by an earlier attempt"
+                    return action, "added", f"{worker['Name']}: created by an earlier attempt", False
             elif action["op"] == "update":
                 hook.update_worker(space_id, worker)
             else:
@@ -186,15 +193,17 @@ def execute_actions(
                 except OctopusValidationError as exc:
                     if not worker.get("IsDisabled"):
                         hook.update_worker(space_id, {**worker, "IsDisabled": True})
-                    return action, "disabled", f"{worker['Name']}: delete refused ({exc.error_message}); disabled"
-            return action, action["outcome"], None
+                    note = f"{worker['Name']}: delete refused ({exc.error_message}); disabled"
+                    return action, "disabled", note, False
+            return action, action["outcome"], None, False
         except OctopusError as exc:
-            return action, "failed", f"{action['op']} {worker.get('Name')}: {exc}"
+            return action, "failed", f"{action['op']} {worker.get('Name')}: {exc}", not is_permanent(exc)
 
-    for action, outcome, note in parallel_map(run, list(actions), parallelism):
+    for action, outcome, note, retryable in parallel_map(run, list(actions), parallelism):
         counts = clouds[action["cloud"]]
         if outcome == "failed":
             counts["errors"].append(note)
+            counts["retryable_errors"] += int(retryable)
         else:
             counts[outcome] += 1
             if note:

@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from octopus import operations
 from octopus.exceptions import OctopusError
 from octopus.hooks import OctopusHook
+from octopus.operations import is_permanent
 from octopus.sharing import SharingError, format_table, spaces_to_visit
 from octopus.sharing import summarize as summarize_results
 
@@ -23,11 +24,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_INSTANCE_COUNT = {"aws": 2, "azure": 2, "gcp": 2, "local": 3}
 SPACE_RESULT_KEY = "space_result"
-
-
-def is_permanent(exc: OctopusError) -> bool:
-    """4xx other than 429 will not fix themselves: fail the task at once instead of retrying it."""
-    return exc.status is not None and 400 <= exc.status < 500 and exc.status != 429
 
 
 @contextlib.contextmanager
@@ -93,40 +89,50 @@ def share_to_space(
 ) -> dict[str, Any]:
     """One space: upsert every ready fleet's workers, prune stale copies; push the result even on failure."""
     params = context["params"]
+    dry_run = bool(params.get("dry_run", False))
     hook = OctopusHook(octopus_conn_id=conn_id)
     try:
         result = operations.share_space(
-            hook,
-            space,
-            _ready_fleets(fleets),
-            prune=bool(params.get("prune_stale", True)),
-            dry_run=bool(params.get("dry_run", False)),
+            hook, space, _ready_fleets(fleets), prune=bool(params.get("prune_stale", True)), dry_run=dry_run
         )
-        permanent = False
     except OctopusError as exc:
-        permanent = is_permanent(exc)
-        result = {
-            "space_id": space["id"],
-            "space_name": space["name"],
-            "dry_run": bool(params.get("dry_run", False)),
-            "planned": [],
-            "clouds": {cloud: {"failed": 1, "errors": [str(exc)]} for cloud in space["pools"]},
-        }
+        result = _failed_result(space, exc, dry_run=dry_run)
+    return _finish_space(result, hook, context, verb="Sharing into")
+
+
+def _failed_result(space: Mapping[str, Any], exc: OctopusError, *, dry_run: bool) -> dict[str, Any]:
+    """The result of a space whose very first read failed: every cloud failed with the same reason."""
+    retryable = int(not is_permanent(exc))
+    return {
+        "space_id": space["id"],
+        "space_name": space["name"],
+        "dry_run": dry_run,
+        "planned": [],
+        "clouds": {c: {"failed": 1, "errors": [str(exc)], "retryable_errors": retryable} for c in space["pools"]},
+    }
+
+
+def _finish_space(result: dict[str, Any], hook: OctopusHook, context: Mapping[str, Any], *, verb: str):
+    """Log and push a space's result; fail its map index if any cloud failed.
+
+    Errors a retry cannot fix (4xx other than 429, name clashes) fail at once; others let Airflow retry.
+    """
     result["requests"] = hook.request_count
     context["ti"].xcom_push(key=SPACE_RESULT_KEY, value=result)
     for line in result["planned"]:
-        log.info("%s %s", "would" if result["dry_run"] else "did", line)
-    failures = {c: v["errors"] for c, v in result["clouds"].items() if v.get("failed")}
+        log.info("%s: %s", "would" if result["dry_run"] else "planned", line)
     for cloud, counts in result["clouds"].items():
-        log.info("%s / %s: %s", space["name"], cloud, {k: v for k, v in counts.items() if v and k != "errors"})
-    if failures:
-        message = f"Sharing into space {space['name']} ({space['id']}) failed: " + "; ".join(
-            f"{cloud}: {' | '.join(errors)}" for cloud, errors in sorted(failures.items())
-        )
-        if permanent:
-            raise AirflowFailException(message)
+        shown = {k: v for k, v in counts.items() if v and k not in ("errors", "retryable_errors")}
+        log.info("%s / %s: %s", result["space_name"], cloud, shown)
+    failures = {c: v for c, v in result["clouds"].items() if v.get("failed")}
+    if not failures:
+        return result
+    message = f"{verb} space {result['space_name']} ({result['space_id']}) failed: " + "; ".join(
+        f"{cloud}: {' | '.join(v['errors'])}" for cloud, v in sorted(failures.items())
+    )
+    if any(v.get("retryable_errors") for v in failures.values()):
         raise AirflowException(message)
-    return result
+    raise AirflowFailException(message)
 
 
 def summarize(
@@ -134,7 +140,7 @@ def summarize(
 ) -> dict[str, Any]:
     """The run's table; raises when a fleet was not ready or any space failed."""
     if not plans:
-        raise AirflowException("get_spaces produced no plan: see its log for the reason")
+        raise AirflowFailException("get_spaces produced no plan: see its log for the reason")
     results = context["ti"].xcom_pull(task_ids="share_to_space", key=SPACE_RESULT_KEY)
     if isinstance(results, Mapping):
         results = [results]
@@ -154,7 +160,8 @@ def summarize(
         problems.append(f"{len(summary['failed_spaces'])} space(s) failed: {', '.join(summary['failed_spaces'])}")
     if problems:
         context["ti"].xcom_push(key="summary", value=summary)
-        raise AirflowException("; ".join(problems) + ". Clear the failed tasks (with downstream) to retry them.")
+        # The verdict on finished upstream tasks: retrying it cannot change it, clearing them (with downstream) can.
+        raise AirflowFailException("; ".join(problems) + ". Clear the failed tasks (with downstream) to retry them.")
     return summary
 
 
@@ -188,36 +195,19 @@ def retire_from_space(
     space: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]], context: Mapping[str, Any], *, conn_id: str
 ) -> dict[str, Any]:
     """Remove the fleets' records from one space; push the result, fail this index on any error."""
-    params = context["params"]
+    dry_run = bool(context["params"].get("dry_run", False))
     hook = OctopusHook(octopus_conn_id=conn_id)
-    dry_run = bool(params.get("dry_run", False))
     try:
         result = operations.retire_space(hook, space, list(fleets or []), dry_run=dry_run)
     except OctopusError as exc:
-        result = {
-            "space_id": space["id"],
-            "space_name": space["name"],
-            "dry_run": dry_run,
-            "planned": [],
-            "clouds": {cloud: {"failed": 1, "errors": [str(exc)]} for cloud in space["pools"]},
-        }
-    result["requests"] = hook.request_count
-    context["ti"].xcom_push(key=SPACE_RESULT_KEY, value=result)
-    for line in result["planned"]:
-        log.info("%s %s", "would" if dry_run else "did", line)
-    failures = {c: v["errors"] for c, v in result["clouds"].items() if v.get("failed")}
-    if failures:
-        raise AirflowException(
-            f"Retiring from space {space['name']} ({space['id']}) failed: "
-            + "; ".join(f"{c}: {' | '.join(e)}" for c, e in sorted(failures.items()))
-        )
-    return result
+        result = _failed_result(space, exc, dry_run=dry_run)
+    return _finish_space(result, hook, context, verb="Retiring from")
 
 
 def summarize_retire(plans: Sequence[Mapping[str, Any]] | None, context: Mapping[str, Any]) -> dict[str, Any]:
     """Teardown table; raises when any space failed."""
     if not plans:
-        raise AirflowException("get_spaces produced no plan: see its log for the reason")
+        raise AirflowFailException("get_spaces produced no plan: see its log for the reason")
     ti = context["ti"]
     results = []
     for task_id in ("retire_copies", "retire_initial"):
@@ -238,5 +228,5 @@ def summarize_retire(plans: Sequence[Mapping[str, Any]] | None, context: Mapping
     if summary["not_destroyed"]:
         problems.append(f"terraform destroy did not complete for {', '.join(summary['not_destroyed'])}")
     if problems:
-        raise AirflowException("; ".join(problems))
+        raise AirflowFailException("; ".join(problems))
     return summary

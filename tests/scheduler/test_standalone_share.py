@@ -126,23 +126,11 @@ def test_the_read_only_space_fails_alone(failed_run):
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="share_to_space turns a 403 on a write into a plain AirflowException (operations.share_space keeps only "
-    "the message), so the task retries 3 times; a permanent error should raise AirflowFailException",
-)
 def test_a_forbidden_write_is_not_retried(failed_run):
     failing = by_task(failed_run.task_instances, "share_to_space")[READONLY_SPACE]
     assert (failing["state"], failing["try_number"]) == ("failed", 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="tasks.summarize raises AirflowException for failed spaces, so it retries (default_args: 2 retries, "
-    "30 s then 60 s) although its upstream results are final; it should raise AirflowFailException",
-)
 def test_summarize_fails_without_retrying_when_a_space_failed(failed_run):
     summary = by_task(failed_run.task_instances, "summarize")[""]
     assert (summary["state"], summary["try_number"]) == ("failed", 1)
