@@ -169,7 +169,9 @@ def run_port(emulator: EmulatorProcess, size: Size) -> Outcome:
     result = RunbookPort(emulator.url, emulator.api_key, POOL_NAME, size.workers).run()
     notes = []
     if result.aborted:
-        notes.append(f"aborted in {result.aborted[:60]}")
+        step = result.aborted.split(" (", 1)[0]
+        status = f"HTTP {result.aborted_status} to a GET" if result.aborted_status else result.aborted[:60]
+        notes.append(f"runbook stopped in {step}: {status}")
     if result.post_errors:
         notes.append("POST errors swallowed: " + ", ".join(f"{n}× {s}" for s, n in sorted(result.post_errors.items())))
     return Outcome(result.requests, "; ".join(notes))
@@ -378,16 +380,18 @@ def section_rate(
 
 
 def table_rate(results: Sequence[Measurement], per_minute: float) -> str:
+    """Elapsed time against accepted requests ÷ limit (429 answers are not work done)."""
     rows = [
-        "| client | requests (incl. 429) | 429 answers | elapsed s | requests ÷ limit, s | elapsed ÷ that | "
+        "| client | requests sent | 429 answers | accepted | elapsed s | accepted ÷ limit, s | elapsed ÷ that | "
         "shares lost | notes |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for m in results:
-        floor = m.requests / per_minute * 60
+        accepted = m.requests - m.rejected_429
+        floor = accepted / per_minute * 60
         rows.append(
-            f"| {m.client} | {m.requests} | {m.rejected_429} | {m.wall:.1f} | {floor:.1f} | {m.wall / floor:.2f} | "
-            f"{m.lost} of {m.size.shares} | {m.note or '-'} |"
+            f"| {m.client} | {m.requests} | {m.rejected_429} | {accepted} | {m.wall:.1f} | {floor:.1f} | "
+            f"{m.wall / floor:.2f} | {m.lost} of {m.size.shares} | {m.note or '-'} |"
         )
     return "\n".join(rows)
 
