@@ -47,10 +47,16 @@ def test_api_key_appears_in_no_log_db_state_output_or_command_line(local_cloud, 
 
     # Processes started by the run (the simulated VMs are still running now).
     assert command_lines_containing(key) == []
-    airflow_home = Path(os.environ["AIRFLOW_HOME"])
-    # Logs, and the metadata DB as a whole: XCom, rendered fields, params, dag run conf, serialized DAGs.
-    assert files_containing(airflow_home, key) == []
-    assert (airflow_home / "airflow.db").stat().st_size > 0
+    # Logs, and the metadata DB as a whole (its file and WAL): XCom, rendered fields, params, dag run conf,
+    # serialized DAGs.
+    from airflow import settings
+    from airflow.configuration import conf
+
+    database = Path(settings.engine.url.database)
+    assert database.stat().st_size > 0
+    assert [p for p in database.parent.glob(database.name + "*") if key in p.read_bytes()] == []
+    assert files_containing(Path(conf.get("logging", "base_log_folder")), key) == []
+    assert files_containing(Path(os.environ["AIRFLOW_HOME"]), key) == []
     # Terraform state and outputs, and each simulated VM's disk (its "user data", logs and status).
     state_dir = Path(os.environ["OCTOPUS_WORKERS_STATE_DIR"])
     assert any(state_dir.rglob("terraform.tfstate"))
