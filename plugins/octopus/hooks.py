@@ -218,6 +218,24 @@ def _parse_retry_after(value: str | None, now: Callable[[], datetime]) -> float 
     return max(0.0, (when - now()).total_seconds())
 
 
+class _StopAfterFailuresExceptRateLimits(tenacity.stop.stop_base):
+    """Stop after ``max_attempts`` attempts, not counting those answered 429.
+
+    A 429 is the server pacing us, not failing: many concurrent requests may each meet several while the
+    limit lasts, so they are bounded by the time budget (``max_retry_seconds``) alone.
+    """
+
+    def __init__(self, max_attempts: int) -> None:
+        self.max_attempts = max_attempts
+        self.rate_limited = 0
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        if outcome is not None and isinstance(outcome.exception(), OctopusRateLimitError):
+            self.rate_limited += 1
+        return retry_state.attempt_number - self.rate_limited >= self.max_attempts
+
+
 class _WaitAtLeastRetryAfter(tenacity.wait.wait_base):
     """Backoff with jitter, but never shorter than the ``Retry-After`` the server sent with the failure."""
 
@@ -534,7 +552,7 @@ class OctopusHook(HttpHook):
             return self._send_once(session, method, url, display, json)
 
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(settings.max_attempts)
+            stop=_StopAfterFailuresExceptRateLimits(settings.max_attempts)
             | tenacity.stop_before_delay(settings.max_retry_seconds),
             wait=_WaitAtLeastRetryAfter(
                 tenacity.wait_exponential_jitter(

@@ -311,6 +311,20 @@ class TestOctopusHookErrors:
         assert info.value.retry_after == 300
         assert len(api_log(emulator)) == 1
 
+    def test_429s_do_not_use_up_the_attempts(self, emulator, octopus_conn):
+        emulator.control.set_faults({"fail_next": [{"count": 3, "status": 429, "retry_after": 0}]})
+        octopus_conn(max_attempts=2)
+        assert OctopusHook().list_spaces()
+        assert [e["status"] for e in api_log(emulator)] == [429, 429, 429, 200]
+
+    def test_other_failures_still_stop_at_max_attempts_between_429s(self, emulator, octopus_conn):
+        faults = [{"count": 1, "status": 429, "retry_after": 0}, {"count": 5, "status": 503}]
+        emulator.control.set_faults({"fail_next": faults})
+        octopus_conn(max_attempts=2)
+        with pytest.raises(OctopusServerError):
+            OctopusHook().list_spaces()
+        assert [e["status"] for e in api_log(emulator)] == [429, 503, 503]
+
     def test_dropped_connections_raise_unavailable(self, emulator, octopus_conn):
         emulator.control.set_faults({"drop_rate": 1.0})
         octopus_conn(max_attempts=2)
