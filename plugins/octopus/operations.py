@@ -79,6 +79,21 @@ def discover(
     )
 
 
+def known_initial_records(space: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]]) -> list[dict] | None:
+    """The records of a space that is only an initial space, from the fleets' own reads of its pools.
+
+    ``None`` when the space must be read (it is also a copy target for some cloud, or a fleet lacks the read).
+    """
+    by_cloud = {fleet["cloud"]: fleet for fleet in fleets}
+    pools = space["pools"]
+    if any(entry["role"] != "initial" for entry in pools.values()):
+        return None
+    if any("pool_records" not in by_cloud.get(cloud, {}) for cloud in pools):
+        return None
+    records = {r["Id"]: r for cloud in pools for r in by_cloud[cloud]["pool_records"]}
+    return [r for r in records.values() if (r.get("Endpoint") or {}).get("CommunicationStyle") == POLLING]
+
+
 def resolve_unknown_pools(hook: OctopusHook, space: Mapping[str, Any]) -> dict[str, Any]:
     """Fill in pool ids that discovery could not read (the space answered 403 then): one more read.
 
@@ -118,16 +133,18 @@ def share_space(
     prune: bool,
     dry_run: bool,
     parallelism: int = DEFAULT_PARALLELISM,
+    existing: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Make ``space`` hold exactly the ready ``fleets`` in its shared pools; return the per-cloud outcome.
 
-    Cost: one read of the space's polling workers; the default machine policy only when a worker must be added;
-    then one request per write. A failure of one write marks its cloud failed and the others go on; the caller
-    decides whether a result with failures fails the task.
+    Cost: one read of the space's polling workers (none when ``existing`` already holds them); the default
+    machine policy only when a worker must be added; then one request per write. A failure of one write marks
+    its cloud failed and the others go on; the caller decides whether a result with failures fails the task.
     """
     by_cloud = {fleet["cloud"]: fleet for fleet in fleets}
     space = resolve_unknown_pools(hook, space)
-    existing = hook.list_workers(space["id"], comm_styles=[POLLING])
+    if existing is None:
+        existing = hook.list_workers(space["id"], comm_styles=[POLLING])
     plan = plan_space(space, by_cloud, existing, prune=prune)
     clouds: dict[str, dict[str, Any]] = {}
     for cloud in space["pools"]:

@@ -112,6 +112,8 @@ class OctopusWorkersRegisteredSensor(BaseSensorOperator):
             "pool_id": initial["pool_id"],
             "pool_name": self.fleet_plan["pool_name"],
             "workers": workers,
+            # The initial pool as this read saw it: share_to_space prunes it without reading it again.
+            "pool_records": list(seen.get("records", [])),
         }
 
     # -- sensor protocol

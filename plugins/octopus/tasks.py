@@ -92,8 +92,14 @@ def share_to_space(
     dry_run = bool(params.get("dry_run", False))
     hook = OctopusHook(octopus_conn_id=conn_id)
     try:
+        ready = _ready_fleets(fleets)
         result = operations.share_space(
-            hook, space, _ready_fleets(fleets), prune=bool(params.get("prune_stale", True)), dry_run=dry_run
+            hook,
+            space,
+            ready,
+            prune=bool(params.get("prune_stale", True)),
+            dry_run=dry_run,
+            existing=operations.known_initial_records(space, ready),
         )
     except OctopusError as exc:
         result = _failed_result(space, exc, dry_run=dry_run)

@@ -20,12 +20,15 @@ def check_registration(
     name_prefix: str,
     expected_names: Sequence[str],
 ) -> dict[str, Any]:
-    """Read the pool's members (all pages) once and match them against the fleet (blocking)."""
+    """Read the pool's members (all pages) once and match them against the fleet (blocking).
+
+    The raw records come back too (``records``), so that pruning the initial pool needs no second read.
+    """
     from octopus.hooks import OctopusHook
 
     hook = OctopusHook(octopus_conn_id=octopus_conn_id)
     workers = hook.list_workers(space_id, worker_pool_id=pool_id)
-    return match_fleet(workers, name_prefix=name_prefix, expected_names=expected_names)
+    return {**match_fleet(workers, name_prefix=name_prefix, expected_names=expected_names), "records": workers}
 
 
 class OctopusWorkersRegisteredTrigger(BaseTrigger):

@@ -354,3 +354,36 @@ class TestSummary:
         table = format_table(summary)
         assert "B (Spaces-2) | added 2" in table
         assert "C (Spaces-3) | failed 1" in table
+
+
+class TestKnownInitialRecords:
+    fleet = {
+        "cloud": "aws",
+        "workers": [],
+        "pool_records": [
+            {"Id": "Workers-1", "Endpoint": {"CommunicationStyle": "TentacleActive"}},
+            {"Id": "Workers-2", "Endpoint": {"CommunicationStyle": "TentaclePassive"}},
+        ],
+    }
+
+    def test_only_initial_space_reuses_the_waits_read(self):
+        from octopus.operations import known_initial_records
+
+        initial = {"id": "Spaces-1", "name": "A", "pools": {"aws": {"pool_id": "p", "role": "initial"}}}
+        assert [r["Id"] for r in known_initial_records(initial, [self.fleet])] == ["Workers-1"]
+
+    def test_a_space_that_is_also_a_copy_target_is_read(self):
+        from octopus.operations import known_initial_records
+
+        mixed = {
+            "id": "Spaces-1",
+            "name": "A",
+            "pools": {"aws": {"pool_id": "p", "role": "initial"}, "gcp": {"pool_id": "q", "role": "copy"}},
+        }
+        assert known_initial_records(mixed, [self.fleet, {"cloud": "gcp", "workers": []}]) is None
+
+    def test_a_fleet_without_its_read_means_reading(self):
+        from octopus.operations import known_initial_records
+
+        initial = {"id": "Spaces-1", "name": "A", "pools": {"aws": {"pool_id": "p", "role": "initial"}}}
+        assert known_initial_records(initial, [{"cloud": "aws", "workers": []}]) is None
