@@ -60,7 +60,7 @@ import requests  # noqa: E402
 from bench.runbook_port import RunbookPort  # noqa: E402
 from octopus.exceptions import OctopusError  # noqa: E402
 from octopus.hooks import OctopusHook  # noqa: E402 (imported before timing: Airflow's import takes seconds)
-from octopus.operations import discover, parallel_map, share_space  # noqa: E402
+from octopus.operations import discover, known_initial_records, parallel_map, share_space  # noqa: E402
 from octopus.sharing import match_fleet, spaces_to_visit  # noqa: E402
 from octopus_emulator.scenario import make_scenario, make_worker  # noqa: E402
 from octopus_emulator.testing import EmulatorProcess  # noqa: E402
@@ -208,18 +208,24 @@ def run_package(
                 parallelism=space_parallelism,
             )[0]
             initial = plan["initial_space"]
-            seen = match_fleet(
-                hook.list_workers(initial["id"], worker_pool_id=initial["pool_id"]), name_prefix=plan["name_prefix"]
-            )
+            records = hook.list_workers(initial["id"], worker_pool_id=initial["pool_id"])
+            seen = match_fleet(records, name_prefix=plan["name_prefix"])
         except OctopusError as exc:
             return Outcome(hook.request_count, f"discovery failed: {str(exc)[:80]}", len(hook.retry_events))
         if len(seen["workers"]) < size.workers:
             return Outcome(hook.request_count, f"only {len(seen['workers'])} workers registered")
-        fleet = {"cloud": CLOUD, "space_id": initial["id"], "pool_id": initial["pool_id"], "workers": seen["workers"]}
+        fleet = {
+            "cloud": CLOUD,
+            "space_id": initial["id"],
+            "pool_id": initial["pool_id"],
+            "workers": seen["workers"],
+            "pool_records": records,  # as wait_for_workers pushes it: the initial pool is pruned from this read
+        }
 
         def share(space: dict[str, Any]) -> int:
             try:
-                result = share_space(hook, space, [fleet], prune=True, dry_run=False)
+                known = known_initial_records(space, [fleet])
+                result = share_space(hook, space, [fleet], prune=True, dry_run=False, existing=known)
             except OctopusError:
                 return 1
             return sum(1 for counts in result["clouds"].values() if counts.get("failed"))

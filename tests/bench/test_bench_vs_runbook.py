@@ -63,14 +63,14 @@ def test_port_swallows_a_429_to_a_post_and_loses_that_share(seeded):
     assert bench.shares_present(seeded.control.state())[0] == TINY.shares - 1
 
 
-def test_package_first_run_and_rerun_stay_within_one_request_of_the_api_minimum(seeded):
+def test_package_first_run_and_rerun_cost_exactly_the_api_minimum(seeded):
     first = bench.measure(seeded, "package", lambda: bench.run_package(seeded, TINY, space_parallelism=2), TINY, "1")
     again = bench.measure(seeded, "package", lambda: bench.run_package(seeded, TINY, space_parallelism=2), TINY, "2")
 
     assert (first.lost, again.lost) == (0, 0)
-    # +1: with pruning on (the DAG's default) the initial space is read once more.
-    assert first.requests == bench.api_minimum(TINY, rerun=False) + 1
-    assert again.requests == bench.api_minimum(TINY, rerun=True) + 1
+    # Pruning the initial space reuses the wait's read of its pool, so nothing beyond the minimum.
+    assert first.requests == bench.api_minimum(TINY, rerun=False)
+    assert again.requests == bench.api_minimum(TINY, rerun=True)
     assert again.by_route.get("POST /api/{space}/workers", 0) == 0
 
 
@@ -105,6 +105,7 @@ def test_dag_section_runs_the_dag_twice_and_separates_tentacle_registration(emul
     assert (first.lost, again.lost) == (0, 0)
     assert first.note == again.note == ""
     own_first = first.requests - first.by_route["registration"]
-    assert own_first == bench.api_minimum(TINY, rerun=False) + 1
+    # The wait may poll the initial pool more than once while the simulated VMs boot.
+    assert bench.api_minimum(TINY, rerun=False) <= own_first <= bench.api_minimum(TINY, rerun=False) + 3
     assert again.by_route["registration"] == 0
-    assert again.requests == bench.api_minimum(TINY, rerun=True) + 1
+    assert again.requests == bench.api_minimum(TINY, rerun=True)
