@@ -35,7 +35,6 @@ import contextlib
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,6 +61,7 @@ from octopus.exceptions import OctopusError  # noqa: E402
 from octopus.hooks import OctopusHook  # noqa: E402 (imported before timing: Airflow's import takes seconds)
 from octopus.operations import discover, known_initial_records, parallel_map, share_space  # noqa: E402
 from octopus.sharing import match_fleet, spaces_to_visit  # noqa: E402
+from octopus_emulator.local_cloud import stop_tentacles  # noqa: E402
 from octopus_emulator.scenario import make_scenario, make_worker  # noqa: E402
 from octopus_emulator.testing import EmulatorProcess  # noqa: E402
 
@@ -70,7 +70,6 @@ POOL_NAME = "Local Worker Pool TF"  # "{cloud} Worker Pool TF" for the local clo
 NAME_PREFIX = "bench"  # fleet workers are named bench-local-1, bench-local-2, ...
 CONN_ENV = "AIRFLOW_CONN_OCTOPUS_DEFAULT"  # the DAG's connection; the package column uses it too
 WRITE_PARALLELISM = 8  # share_space's default
-TENTACLE_CTL = ROOT / "include" / "terraform" / "local" / "scripts" / "tentacle-ctl.sh"
 
 
 # --------------------------------------------------------------------------- sizes, scenario, minimum
@@ -426,15 +425,7 @@ def local_cloud(emulator: EmulatorProcess) -> Iterator[Path]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        for home in runtime.iterdir() if runtime.is_dir() else ():
-            if home.is_dir():
-                subprocess.run(
-                    ["bash", str(TENTACLE_CTL), "stop"],
-                    env={**os.environ, "TENTACLE_NAME": home.name, "TENTACLE_HOME": str(home)},
-                    capture_output=True,
-                    check=False,
-                    timeout=60,
-                )
+        stop_tentacles(runtime)
 
 
 _DB_READY = False

@@ -73,6 +73,7 @@ def main() -> int:
     )
     sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
     from octopus.sharing import format_table
+    from octopus_emulator.local_cloud import stop_tentacles
     from octopus_emulator.testing import EmulatorProcess
 
     emulator = EmulatorProcess(scenario=scenario(args.spaces), log_path=DEMO / "emulator.log")
@@ -134,15 +135,7 @@ def main() -> int:
             print(format_table(retired))
         return 0 if state == "success" and retire_state == "success" else 1
     finally:
-        runtime = DEMO / "runtime"
-        if runtime.is_dir():
-            for home in runtime.iterdir():
-                subprocess.run(  # noqa: S603
-                    ["bash", str(ROOT / "include/terraform/local/scripts/tentacle-ctl.sh"), "stop"],
-                    env={**os.environ, "TENTACLE_NAME": home.name, "TENTACLE_HOME": str(home)},
-                    capture_output=True,
-                    check=False,
-                )
+        stop_tentacles(DEMO / "runtime")
         emulator.close()
 
 

@@ -9,9 +9,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from octopus_emulator.local_cloud import stop_tentacles
 from tests.conftest import ROOT
 
-TENTACLE_CTL = ROOT / "include" / "terraform" / "local" / "scripts" / "tentacle-ctl.sh"
 LOCAL_POOL = "Local Worker Pool TF"
 
 
@@ -112,17 +112,7 @@ def configure_local_cloud(monkeypatch, tmp_path: Path, emulator, **extra: Any) -
 
 def stop_local_tentacles(runtime_dir: Path) -> None:
     """Stop every simulated VM under ``runtime_dir`` (test teardown, whatever state Terraform is in)."""
-    if not runtime_dir.is_dir():
-        return
-    for home in runtime_dir.iterdir():
-        if home.is_dir():
-            subprocess.run(
-                ["bash", str(TENTACLE_CTL), "stop"],
-                env={**os.environ, "TENTACLE_NAME": home.name, "TENTACLE_HOME": str(home)},
-                capture_output=True,
-                check=False,
-                timeout=60,
-            )
+    stop_tentacles(runtime_dir)
 
 
 def terraform_local(
