@@ -680,13 +680,14 @@ class OctopusHook(HttpHook):
         retry_after = getattr(error, "retry_after", None)
         self.retry_events.append(RetryEvent(method, display, state.attempt_number, reason, wait, retry_after))
         self.log.warning(
-            "Octopus %s %s failed (%s); retrying in %.2f s (attempt %d of at most %d)",
+            "Octopus %s %s failed (%s); retrying in %.2f s (attempt %d; at most %d besides 429s, within %.0f s)",
             method,
             display,
             reason,
             wait,
             state.attempt_number + 1,
             self._settings.max_attempts,
+            self._settings.max_retry_seconds,
         )
 
     def _decode(self, method: str, display: str, response: requests.Response) -> Any:
