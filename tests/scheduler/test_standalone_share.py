@@ -7,13 +7,18 @@ only, and the same run ends in success.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from octopus_emulator.scenario import make_scenario
-from tests.dags.harness import LOCAL_POOL, space_pool_members, thumbprints
+from tests.dags.harness import LOCAL_POOL, duplicate_records, space_pool_members, thumbprints
 from tests.scheduler.standalone import SHARE_DAG, AirflowStandalone
 
 pytestmark = [pytest.mark.scheduler]
@@ -170,3 +175,56 @@ def test_clearing_only_the_failed_index_and_summarize_makes_the_run_succeed(fail
     fleet = thumbprints(members["Space 001"])
     assert len(fleet) == CONF["instance_count"]["local"]
     assert {space: thumbprints(records) for space, records in members.items()} == {space: fleet for space in SPACES}
+
+
+def task_processes(ti_id: str) -> list[int]:
+    """Pids of the process running one task instance (its title is ``airflow worker -- <ti id>``)."""
+    title = f"airflow worker -- {ti_id}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (proc / "cmdline").read_bytes().startswith(title):
+                    pids.append(int(proc.name))
+    return pids
+
+
+def test_a_share_task_killed_mid_way_is_retried_to_the_exact_end_state(failed_run, standalone, emulator_process):
+    control = emulator_process.control
+    state = control.state()
+    target_id = next(s["Id"] for s in state["spaces"] if s["Name"] == "Space 004")
+    headers = {"X-Octopus-ApiKey": emulator_process.api_key}
+    for worker in [w for w in state["workers"] if w["SpaceId"] == target_id]:  # give Space 004 writes to do
+        requests.delete(f"{emulator_process.url}/api/{target_id}/workers/{worker['Id']}", headers=headers, timeout=10)
+    control.clear_requests()
+    control.set_faults({"latency_ms": 1500})  # slow enough to kill the task between its read and its writes
+    api = standalone.api
+    run_id = api.trigger(SHARE_DAG, CONF)
+
+    def policy_read_done() -> bool:
+        return any(
+            r["method"] == "GET" and r["path"].startswith(f"/api/{target_id}/machinepolicies")
+            for r in control.requests()
+        )
+
+    try:
+        standalone.wait(policy_read_done, timeout=180, interval=0.2, what="Space 004's share to look up its policy")
+        # A running index has no rendered label yet (the task sets it): find it by the first run's map index.
+        index = by_task(failed_run.task_instances, "share_to_space")["Space 004"]["map_index"]
+        tis = api.task_instances(SHARE_DAG, run_id)
+        ti = next(t for t in tis if t["task_id"] == "share_to_space" and t["map_index"] == index)
+        pids = task_processes(ti["id"])
+        assert pids, f"no process titled 'airflow worker -- {ti['id']}' (state {ti['state']})"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)  # its POSTs are in flight: the server may or may not apply them
+    finally:
+        control.clear_faults()
+
+    assert wait_run_finished(standalone, run_id) == "success"
+    killed = by_task(api.task_instances(SHARE_DAG, run_id), "share_to_space")["Space 004"]
+    assert (killed["state"], killed["try_number"]) == ("success", 2)
+    after = control.state()
+    members = space_pool_members(after)
+    fleet = thumbprints(members["Space 001"])
+    assert {space: thumbprints(records) for space, records in members.items()} == {space: fleet for space in SPACES}
+    assert duplicate_records(after) == []
