@@ -115,11 +115,6 @@ def resolve_unknown_pools(hook: OctopusHook, space: Mapping[str, Any]) -> dict[s
     return {**space, "pools": resolved}
 
 
-def is_permanent(exc: OctopusError) -> bool:
-    """4xx other than 429 will not fix themselves: retrying the task cannot help."""
-    return exc.status is not None and 400 <= exc.status < 500 and exc.status != 429
-
-
 def _empty_counts() -> dict[str, Any]:
     outcomes = ("added", "present", "fixed", "replaced", "pruned", "unshared", "disabled", "retryable_errors")
     return dict.fromkeys(outcomes, 0)
@@ -154,26 +149,20 @@ def share_space(
         if cloud in plan["not_run"]:
             counts["not_run"] = 1
             counts["errors"].append("fleet not ready (terraform_apply or wait_for_workers failed): nothing shared")
-    planned = [f"{a['op']} {a['worker'].get('Name')} ({a['cloud']}): {a['reason']}" for a in plan["actions"]]
-    if dry_run:
-        for action in plan["actions"]:
-            clouds[action["cloud"]][action["outcome"]] += 1
-        return _result(space, clouds, planned, dry_run=True)
-
-    if any(a["op"] == "create" for a in plan["actions"]):
+    planned = _describe(plan["actions"])
+    if not dry_run and any(a["op"] == "create" for a in plan["actions"]):
         try:
             policy_id = hook.get_default_machine_policy(space["id"])["Id"]
         except OctopusError as exc:
             for cloud in {a["cloud"] for a in plan["actions"] if a["op"] == "create"}:
                 clouds[cloud]["errors"].append(f"default machine policy lookup failed: {exc}")
-                clouds[cloud]["retryable_errors"] += int(not is_permanent(exc))
+                clouds[cloud]["retryable_errors"] += int(exc.retryable)
             plan["actions"] = [a for a in plan["actions"] if a["op"] != "create"]
         else:
             for action in plan["actions"]:
                 if action["op"] == "create":
                     action["worker"]["MachinePolicyId"] = policy_id
-    execute_actions(hook, space["id"], plan["actions"], clouds, parallelism)
-    return _result(space, clouds, planned, dry_run=False)
+    return _carry_out(hook, space, plan["actions"], clouds, planned, dry_run=dry_run, parallelism=parallelism)
 
 
 def execute_actions(
@@ -214,7 +203,7 @@ def execute_actions(
                     return action, "disabled", note, False
             return action, action["outcome"], None, False
         except OctopusError as exc:
-            return action, "failed", f"{action['op']} {worker.get('Name')}: {exc}", not is_permanent(exc)
+            return action, "failed", f"{action['op']} {worker.get('Name')}: {exc}", exc.retryable
 
     for action, outcome, note, retryable in parallel_map(run, list(actions), parallelism):
         counts = clouds[action["cloud"]]
@@ -248,13 +237,7 @@ def retire_space(
     existing = hook.list_workers(space["id"], comm_styles=[POLLING])
     actions = plan_retire(space, {f["cloud"]: f for f in fleets}, existing)
     clouds = {cloud: {**_empty_counts(), "errors": []} for cloud in space["pools"]}
-    planned = [f"{a['op']} {a['worker'].get('Name')} ({a['cloud']}): {a['reason']}" for a in actions]
-    if dry_run:
-        for action in actions:
-            clouds[action["cloud"]][action["outcome"]] += 1
-    else:
-        execute_actions(hook, space["id"], actions, clouds, parallelism)
-    return _result(space, clouds, planned, dry_run=dry_run)
+    return _carry_out(hook, space, actions, clouds, _describe(actions), dry_run=dry_run, parallelism=parallelism)
 
 
 def fleet_records(hook: OctopusHook, plan: Mapping[str, Any]) -> dict[str, Any]:
@@ -262,6 +245,29 @@ def fleet_records(hook: OctopusHook, plan: Mapping[str, Any]) -> dict[str, Any]:
     initial = plan["initial_space"]
     workers = hook.list_workers(initial["id"], worker_pool_id=initial["pool_id"])
     return {"cloud": plan["cloud"], "workers": fleet_identity(workers, name_prefix=plan["name_prefix"])}
+
+
+def _describe(actions: Sequence[Mapping[str, Any]]) -> list[str]:
+    return [f"{a['op']} {a['worker'].get('Name')} ({a['cloud']}): {a['reason']}" for a in actions]
+
+
+def _carry_out(
+    hook: OctopusHook,
+    space: Mapping[str, Any],
+    actions: Sequence[dict[str, Any]],
+    clouds: dict[str, dict[str, Any]],
+    planned: list[str],
+    *,
+    dry_run: bool,
+    parallelism: int,
+) -> dict[str, Any]:
+    """Count the planned writes (``dry_run``) or execute them, and build the space's result."""
+    if dry_run:
+        for action in actions:
+            clouds[action["cloud"]][action["outcome"]] += 1
+    else:
+        execute_actions(hook, space["id"], actions, clouds, parallelism)
+    return _result(space, clouds, planned, dry_run=dry_run)
 
 
 def _result(space: Mapping[str, Any], clouds: dict[str, dict[str, Any]], planned: list[str], *, dry_run: bool):

@@ -16,7 +16,6 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from octopus import operations
 from octopus.exceptions import OctopusError
 from octopus.hooks import OctopusHook
-from octopus.operations import is_permanent
 from octopus.sharing import SharingError, format_table, spaces_to_visit
 from octopus.sharing import summarize as summarize_results
 
@@ -34,7 +33,7 @@ def fail_fast_on_bad_input() -> Iterator[None]:
     except SharingError as exc:
         raise AirflowFailException(str(exc)) from None
     except OctopusError as exc:
-        if is_permanent(exc):
+        if not exc.retryable:
             raise AirflowFailException(str(exc)) from exc
         raise
 
@@ -76,12 +75,18 @@ def spaces_to_share(plans: Sequence[Mapping[str, Any]], params: Mapping[str, Any
     return spaces_to_visit(plans, include_initial=bool(params.get("prune_stale", True)))
 
 
+def _as_list(values: Any) -> list[Any]:
+    """A mapped task's XComs as a list: a single index may arrive as the bare value, none as ``None``."""
+    if values is None:
+        return []
+    if isinstance(values, (Mapping, str)):
+        return [values]
+    return list(values)
+
+
 def _ready_fleets(fleets: Iterable[Any] | Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    # A failed wait_for_workers index pushes nothing: its cloud is simply absent. A single mapped index
-    # may arrive as the bare value rather than a one-item sequence.
-    if isinstance(fleets, Mapping):
-        fleets = [fleets]
-    return [dict(f) for f in (fleets or []) if f]
+    # A failed wait_for_workers index pushes nothing: its cloud is simply absent.
+    return [dict(f) for f in _as_list(fleets) if f]
 
 
 def share_to_space(
@@ -108,7 +113,7 @@ def share_to_space(
 
 def _failed_result(space: Mapping[str, Any], exc: OctopusError, *, dry_run: bool) -> dict[str, Any]:
     """The result of a space whose very first read failed: every cloud failed with the same reason."""
-    retryable = int(not is_permanent(exc))
+    retryable = int(exc.retryable)
     return {
         "space_id": space["id"],
         "space_name": space["name"],
@@ -121,7 +126,8 @@ def _failed_result(space: Mapping[str, Any], exc: OctopusError, *, dry_run: bool
 def _finish_space(result: dict[str, Any], hook: OctopusHook, context: Mapping[str, Any], *, verb: str):
     """Log and push a space's result; fail its map index if any cloud failed.
 
-    Errors a retry cannot fix (4xx other than 429, name clashes) fail at once; others let Airflow retry.
+    Errors a retry cannot fix (those not ``retryable``: 4xx other than 429, name clashes) fail at once; others
+    (5xx, 429, unreachable server, after the hook's own retries) let Airflow retry.
     """
     result["requests"] = hook.request_count
     context["ti"].xcom_push(key=SPACE_RESULT_KEY, value=result)
@@ -147,27 +153,15 @@ def summarize(
     """The run's table; raises when a fleet was not ready or any space failed."""
     if not plans:
         raise AirflowFailException("get_spaces produced no plan: see its log for the reason")
-    results = context["ti"].xcom_pull(task_ids="share_to_space", key=SPACE_RESULT_KEY)
-    if isinstance(results, Mapping):
-        results = [results]
-    summary = summarize_results(results or [], plans)
+    results = _as_list(context["ti"].xcom_pull(task_ids="share_to_space", key=SPACE_RESULT_KEY))
+    summary = summarize_results(results, plans)
     ready = {f["cloud"] for f in _ready_fleets(fleets)}
     summary["clouds_not_ready"] = sorted({p["cloud"] for p in plans} - ready)
     summary["dry_run"] = bool(context["params"].get("dry_run", False))
-    log.info(
-        "Share summary%s:\n%s",
-        " (dry run: nothing written)" if summary["dry_run"] else "",
-        format_table(summary),
-    )
     problems = []
     if summary["clouds_not_ready"]:
         problems.append(f"fleet not ready for {', '.join(summary['clouds_not_ready'])} (see terraform_apply/wait)")
-    if summary["failed_spaces"]:
-        problems.append(f"{len(summary['failed_spaces'])} space(s) failed: {', '.join(summary['failed_spaces'])}")
-    if problems:
-        context["ti"].xcom_push(key="summary", value=summary)
-        # The verdict on finished upstream tasks: retrying it cannot change it, clearing them (with downstream) can.
-        raise AirflowFailException("; ".join(problems) + ". Clear the failed tasks (with downstream) to retry them.")
+    _report("Share summary", summary, problems, context)
     return summary
 
 
@@ -215,24 +209,33 @@ def summarize_retire(plans: Sequence[Mapping[str, Any]] | None, context: Mapping
     if not plans:
         raise AirflowFailException("get_spaces produced no plan: see its log for the reason")
     ti = context["ti"]
-    results = []
-    for task_id in ("retire_copies", "retire_initial"):
-        pulled = ti.xcom_pull(task_ids=task_id, key=SPACE_RESULT_KEY)
-        results += [pulled] if isinstance(pulled, Mapping) else list(pulled or [])
+    results = [
+        r for t in ("retire_copies", "retire_initial") for r in _as_list(ti.xcom_pull(task_ids=t, key=SPACE_RESULT_KEY))
+    ]
     summary = summarize_results(results, [])
     summary["dry_run"] = bool(context["params"].get("dry_run", False))
-    destroyed = ti.xcom_pull(task_ids="terraform_destroy")
-    destroyed = [destroyed] if isinstance(destroyed, str) else list(destroyed or [])
-    done = {json.loads(line)["cloud"] for line in destroyed if line}
+    done = {json.loads(line)["cloud"] for line in _as_list(ti.xcom_pull(task_ids="terraform_destroy")) if line}
     summary["destroyed"] = sorted(done)
     summary["not_destroyed"] = sorted({p["cloud"] for p in plans} - done)
-    note = " (dry run: nothing written)" if summary["dry_run"] else ""
-    log.info("Retire summary%s:\n%s", note, format_table(summary))
     problems = []
-    if summary["failed_spaces"]:
-        problems.append(f"{len(summary['failed_spaces'])} space(s) failed: {', '.join(summary['failed_spaces'])}")
     if summary["not_destroyed"]:
         problems.append(f"terraform destroy did not complete for {', '.join(summary['not_destroyed'])}")
-    if problems:
-        raise AirflowFailException("; ".join(problems))
+    _report("Retire summary", summary, problems, context)
     return summary
+
+
+def _report(title: str, summary: dict[str, Any], problems: list[str], context: Mapping[str, Any]) -> None:
+    """Log a run's table; with failed spaces or other problems, keep the summary in XCom and fail without retrying.
+
+    The verdict is on finished upstream tasks: retrying it cannot change it, clearing them (with downstream) can.
+    """
+    note = " (dry run: nothing written)" if summary["dry_run"] else ""
+    log.info("%s%s:\n%s", title, note, format_table(summary))
+    if summary["failed_spaces"]:
+        problems = [
+            *problems,
+            f"{len(summary['failed_spaces'])} space(s) failed: {', '.join(summary['failed_spaces'])}",
+        ]
+    if problems:
+        context["ti"].xcom_push(key="summary", value=summary)
+        raise AirflowFailException("; ".join(problems) + ". Clear the failed tasks (with downstream) to retry them.")
