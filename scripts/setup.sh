@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv with the pinned dependencies (idempotent). Needs python3 (>=3.10) and terraform (>=1.5) on PATH.
+# Then runs every scripts/setup.d/*.sh in name order (system packages the tests need: each is idempotent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -14,3 +15,7 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+for step in scripts/setup.d/*.sh; do
+  [ -e "$step" ] || continue
+  bash "$step"
+done
