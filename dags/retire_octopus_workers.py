@@ -19,14 +19,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import TriggerRule, dag, get_current_context, task
 
-from octopus.dag_defaults import (
-    CONN_ID,
-    DEFAULT_ARGS,
-    clouds_param,
-    dry_run_param,
-    name_prefix_param,
-    worker_pool_name_param,
-)
+from octopus.dag_defaults import CONN_ID, DEFAULT_ARGS, RETIRE_DESCRIPTION, RETIRE_PARAMS
 from octopus.operators import TerraformFleetOperator
 from octopus.sharing import SUPPORTED_CLOUDS
 
@@ -39,13 +32,9 @@ from octopus.sharing import SUPPORTED_CLOUDS
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=2),
     doc_md=__doc__,
+    description=RETIRE_DESCRIPTION,
     tags=["octopus", "workers"],
-    params={
-        "clouds": clouds_param("Clouds whose fleets to remove."),
-        "worker_pool_name": worker_pool_name_param(),
-        "dry_run": dry_run_param("List what would be removed and plan the destroy; change nothing."),
-        "name_prefix": name_prefix_param(),
-    },
+    params=RETIRE_PARAMS,
     default_args=DEFAULT_ARGS,
 )
 def retire_octopus_workers():

@@ -31,47 +31,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, TriggerRule, dag, get_current_context, task, task_group
+from airflow.sdk import TriggerRule, dag, get_current_context, task, task_group
 
-from octopus.dag_defaults import (
-    CONN_ID,
-    DEFAULT_ARGS,
-    clouds_param,
-    dry_run_param,
-    name_prefix_param,
-    worker_pool_name_param,
-)
+from octopus.dag_defaults import CONN_ID, DEFAULT_ARGS, SHARE_DESCRIPTION, SHARE_PARAMS
 from octopus.operators import TerraformFleetOperator
 from octopus.sensors import OctopusWorkersRegisteredSensor
-from octopus.sharing import SUPPORTED_CLOUDS
-
-PARAMS = {
-    "clouds": clouds_param("Clouds whose fleets to build and share."),
-    "instance_count": Param(
-        {"aws": 2, "azure": 2, "gcp": 2, "local": 3},
-        type="object",
-        properties={cloud: {"type": "integer", "minimum": 0, "maximum": 100} for cloud in SUPPORTED_CLOUDS},
-        additionalProperties=False,
-        description="Workers per cloud: Terraform builds this many and the wait expects this many.",
-    ),
-    "worker_pool_name": worker_pool_name_param(),
-    "target_spaces": Param(
-        [],
-        type="array",
-        items={"type": "string", "minLength": 1},
-        description="Limit sharing to these spaces (names or ids). Empty: every space that has the pool.",
-    ),
-    "dry_run": dry_run_param("Plan Terraform and compute every share; write nothing."),
-    "prune_stale": Param(
-        True,
-        type="boolean",
-        description="Remove copies of workers that are no longer in the fleet (shared pools only).",
-    ),
-    "registration_timeout_minutes": Param(20, type="integer", minimum=1, maximum=24 * 60),
-    "poll_interval_seconds": Param(30, type="integer", minimum=1, maximum=3600),
-    "wait_mode": Param("reschedule", type="string", enum=["reschedule", "deferrable"]),
-    "name_prefix": name_prefix_param(),
-}
 
 
 @dag(
@@ -82,8 +46,9 @@ PARAMS = {
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=3),
     doc_md=__doc__,
+    description=SHARE_DESCRIPTION,
     tags=["octopus", "workers"],
-    params=PARAMS,
+    params=SHARE_PARAMS,
     default_args=DEFAULT_ARGS,
 )
 def share_octopus_workers():

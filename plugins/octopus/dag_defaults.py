@@ -52,3 +52,42 @@ def name_prefix_param() -> Param:
 
 def dry_run_param(description: str) -> Param:
     return Param(False, type="boolean", description=description)
+
+
+SHARE_PARAMS = {
+    "clouds": clouds_param("Clouds whose fleets to build and share."),
+    "instance_count": Param(
+        {"aws": 2, "azure": 2, "gcp": 2, "local": 3},
+        type="object",
+        properties={cloud: {"type": "integer", "minimum": 0, "maximum": 100} for cloud in SUPPORTED_CLOUDS},
+        additionalProperties=False,
+        description="Workers per cloud: Terraform builds this many and the wait expects this many.",
+    ),
+    "worker_pool_name": worker_pool_name_param(),
+    "target_spaces": Param(
+        [],
+        type="array",
+        items={"type": "string", "minLength": 1},
+        description="Limit sharing to these spaces (names or ids). Empty: every space that has the pool.",
+    ),
+    "dry_run": dry_run_param("Plan Terraform and compute every share; write nothing."),
+    "prune_stale": Param(
+        True,
+        type="boolean",
+        description="Remove copies of workers that are no longer in the fleet (shared pools only).",
+    ),
+    "registration_timeout_minutes": Param(20, type="integer", minimum=1, maximum=24 * 60),
+    "poll_interval_seconds": Param(30, type="integer", minimum=1, maximum=3600),
+    "wait_mode": Param("reschedule", type="string", enum=["reschedule", "deferrable"]),
+    "name_prefix": name_prefix_param(),
+}
+
+RETIRE_PARAMS = {
+    "clouds": clouds_param("Clouds whose fleets to remove."),
+    "worker_pool_name": worker_pool_name_param(),
+    "dry_run": dry_run_param("List what would be removed and plan the destroy; change nothing."),
+    "name_prefix": name_prefix_param(),
+}
+
+SHARE_DESCRIPTION = "Build worker fleets with Terraform and share them into every space's worker pool"
+RETIRE_DESCRIPTION = "Remove a deployment's shared workers from every space, then destroy its fleets"
