@@ -527,3 +527,23 @@ def format_table(summary: Mapping[str, Any]) -> str:
 
     rule = "-+-".join("-" * w for w in widths)
     return "\n".join([line(header), rule, *map(line, body), rule, line(footer)])
+
+
+# --------------------------------------------------------------------------- registration status (wait)
+
+
+def registration_status(records: Sequence[Mapping[str, Any]], fleet_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether the fleet described by ``fleet_spec`` has registered, judged from one read of its initial pool.
+
+    ``fleet_spec`` is JSON-able (it travels in a trigger's kwargs): ``expected_count``, ``name_prefix`` and
+    ``expected_names``. Returns ``{"done": bool, "seen": <JSON-able, what the sensor pushes>, "summary": str}``.
+    """
+    seen = match_fleet(
+        records, name_prefix=fleet_spec["name_prefix"], expected_names=fleet_spec.get("expected_names") or ()
+    )
+    expected = int(fleet_spec["expected_count"])
+    return {
+        "done": len(seen["workers"]) >= expected,
+        "seen": {**seen, "records": list(records)},
+        "summary": describe_registration(seen, expected),
+    }
