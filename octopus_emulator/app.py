@@ -28,7 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from .comms import CommsRegistry
+from .comms import CommsRegistry, CommsServer
 from .faults import NGINX_HTML, FaultConfigError, Faults
 from .routing import PERMISSIONS, Route, resolve
 from .state import (
@@ -91,6 +91,7 @@ class Emulator:
         self.comms.on_disconnect = lambda sub, thumb: self.store.tentacle_disconnected(sub, thumb)
         self.log: deque[dict[str, Any]] = deque(maxlen=max_log)
         self.comms_server = None
+        self.comms_nodes: list[Any] = []  # further comms listeners (simulated HA nodes), see /_emulator/comms/nodes
         self.clear_counters()
 
     # ------------------------------------------------------------------ lifecycle helpers
@@ -825,9 +826,35 @@ def create_app(emu: Emulator) -> FastAPI:
             return error_response(exc)
         if not isinstance(body, dict):
             return control_error(ValueError("the body must be a JSON object"))
-        server = emu.comms_server
-        n = server.drop(body.get("subscription")) if server is not None else 0
+        servers = [s for s in (emu.comms_server, *emu.comms_nodes) if s is not None]
+        n = sum(server.drop(body.get("subscription")) for server in servers)
         return json_response({"ok": True, "dropped": n})
+
+    def comms_nodes_view() -> list[dict[str, Any]]:
+        servers = [s for s in (emu.comms_server, *emu.comms_nodes) if s is not None]
+        return [{"node": s.node, "port": s.port} for s in servers]
+
+    @app.get("/_emulator/comms/nodes", include_in_schema=False)
+    async def comms_nodes_get():
+        return json_response(comms_nodes_view())
+
+    @app.post("/_emulator/comms/nodes", include_in_schema=False)
+    async def comms_nodes_add(request: Request):
+        """Listen on one more comms port, like another node of an HA cluster: {"port": 0} picks a free one."""
+        try:
+            body = await body_json(request, {}) or {}
+        except ApiError as exc:
+            return error_response(exc)
+        port = body.get("port", 0) if isinstance(body, dict) else None
+        if emu.comms_server is None or not isinstance(port, int) or isinstance(port, bool) or not 0 <= port < 65536:
+            return control_error(ValueError("needs a running comms channel and a body {\"port\": 0-65535}"))
+        host = emu.comms_server.sock.getsockname()[0]
+        try:
+            node = await CommsServer.listen(emu.comms, host, port, f"node-{len(emu.comms_nodes) + 2}")
+        except OSError as exc:
+            return control_error(ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"))
+        emu.comms_nodes.append(node)
+        return json_response({"node": node.node, "port": node.port, "nodes": comms_nodes_view()})
 
     @app.post("/_emulator/health-check", include_in_schema=False)
     async def health_check():

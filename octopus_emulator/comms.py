@@ -8,7 +8,10 @@ Protocol (TCP, one JSON object per line, UTF-8):
 3. the connection stays open; the tentacle may send ``{"ping": n}`` lines, answered ``{"pong": n}``;
 4. connection closed = tentacle gone.
 
-A tentacle may hold several connections; it counts as connected while at least one is open. A plain HTTP
+A tentacle may hold several connections; it counts as connected while at least one is open. One emulator may
+listen on several ports, one per simulated HA node (``CommsServer.listen``): they share one registry, as the nodes
+of an HA cluster share one database, and the registry records through which nodes each tentacle is connected
+(a polling Tentacle must poll every node, or tasks queued on the others never reach it). A plain HTTP
 request (``POST /handshake``, the probe a real ``register-worker`` makes) is answered ``200`` and closed.
 The registry calls ``on_connect(subscription, thumbprint)`` when a (subscription, thumbprint) pair gets its first
 connection and ``on_disconnect(...)`` when it loses its last one. Never exposed over the REST API.
@@ -38,24 +41,29 @@ class CommsRegistry:
         self.on_disconnect: Callable[[str, str], None] = lambda sub, thumb: None
         self.total_connections = 0
 
-    def add(self, subscription: str, thumbprint: str, info: dict[str, Any]) -> None:
+    def add(self, subscription: str, thumbprint: str, info: dict[str, Any], node: str = "node-1") -> None:
         key = (uri_key(subscription) or "", thumb_key(thumbprint))
         entry = self._conns.get(key)
         self.total_connections += 1
         if entry is None:
             self._conns[key] = {"subscription": subscription, "thumbprint": thumbprint, "connections": 1,
-                                "since": time.time(), "info": info}
+                                "since": time.time(), "info": info, "nodes": {node: 1}}
             self.on_connect(subscription, thumbprint)
         else:
             entry["connections"] += 1
+            entry["nodes"][node] = entry["nodes"].get(node, 0) + 1
             entry["info"] = info or entry["info"]
 
-    def remove(self, subscription: str, thumbprint: str) -> None:
+    def remove(self, subscription: str, thumbprint: str, node: str = "node-1") -> None:
         key = (uri_key(subscription) or "", thumb_key(thumbprint))
         entry = self._conns.get(key)
         if entry is None:
             return
         entry["connections"] -= 1
+        if entry["nodes"].get(node, 0) > 1:
+            entry["nodes"][node] -= 1
+        else:
+            entry["nodes"].pop(node, None)
         if entry["connections"] <= 0:
             del self._conns[key]
             self.on_disconnect(subscription, thumbprint)
@@ -69,15 +77,16 @@ class CommsRegistry:
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [{"subscription": e["subscription"], "thumbprint": e["thumbprint"], "connections": e["connections"],
-                 "since": e["since"], "info": e["info"]} for e in self._conns.values()]
+                 "since": e["since"], "info": e["info"], "nodes": sorted(e["nodes"])} for e in self._conns.values()]
 
 
 class CommsServer:
     """asyncio TCP server for the comms channel; runs on the same loop as the HTTP server."""
 
-    def __init__(self, registry: CommsRegistry, sock: socket.socket) -> None:
+    def __init__(self, registry: CommsRegistry, sock: socket.socket, node: str = "node-1") -> None:
         self.registry = registry
         self.sock = sock
+        self.node = node
         self.server: asyncio.base_events.Server | None = None
         self._writers: dict[asyncio.StreamWriter, tuple[str, str] | None] = {}
 
@@ -87,6 +96,22 @@ class CommsServer:
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._handle, sock=self.sock, limit=MAX_LINE)
+
+    @classmethod
+    async def listen(cls, registry: CommsRegistry, host: str, port: int, node: str) -> CommsServer:
+        """Start a further listener (another HA node) on ``host:port`` (0: a free port) sharing ``registry``."""
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(1024)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        server = cls(registry, sock, node)
+        await server.start()
+        return server
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -151,7 +176,7 @@ class CommsServer:
             info = {k: hello[k] for k in ("version", "os", "shell", "architecture", "name") if k in hello}
             ident = (uri_key(sub) or "", thumb_key(thumb))
             self._writers[writer] = ident
-            self.registry.add(sub, thumb, info)
+            self.registry.add(sub, thumb, info, self.node)
             await self._send(writer, {"ok": True})
             while True:
                 line = await reader.readline()
@@ -168,6 +193,6 @@ class CommsServer:
         finally:
             self._writers.pop(writer, None)
             if ident is not None:
-                self.registry.remove(sub, thumb)
+                self.registry.remove(sub, thumb, self.node)
             with contextlib.suppress(Exception):
                 writer.close()

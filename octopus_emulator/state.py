@@ -785,8 +785,9 @@ def policy_record(pid: str | None, sid: str, name: str, is_default: bool, descri
     rec.update({
         "Name": name, "Description": description, "IsDefault": is_default, "SpaceId": sid,
         "MachineHealthCheckPolicy": {
-            "PowerShellHealthCheckPolicy": {"RunType": "InlineScript", "ScriptBody": ""},
-            "BashHealthCheckPolicy": {"RunType": "InlineScript", "ScriptBody": ""},
+            # RunType is one of InheritFromDefault, Inline, OnlyConnectivity (Octopus.Client's ScriptPolicyRunType).
+            "PowerShellHealthCheckPolicy": {"RunType": "Inline", "ScriptBody": ""},
+            "BashHealthCheckPolicy": {"RunType": "Inline", "ScriptBody": ""},
             "HealthCheckInterval": "1.00:00:00", "HealthCheckCron": None, "HealthCheckCronTimezone": "UTC",
             "HealthCheckType": "RunScript",
         },

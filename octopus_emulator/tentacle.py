@@ -31,6 +31,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -104,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--run", action="store_true", help="after registering, stay up as a running tentacle")
     sim.add_argument("--boot-delay", type=float, default=0.0, metavar="SECONDS", help="sleep first, like a booting VM")
     sim.add_argument("--ping-interval", type=float, default=10.0, metavar="SECONDS", help="comms keep-alive interval")
+    sim.add_argument("--poll-server-address", dest="poll_servers", action="append", default=[], metavar="HOST:PORT",
+                     help="with --run, also poll this HA node with the same subscription (what `Tentacle poll-server "
+                          "--server-comms-address` adds); repeatable")
     return p
 
 
@@ -124,6 +128,7 @@ class Options:
     run: bool
     boot_delay: float
     ping_interval: float
+    poll_servers: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def comms_address(self) -> str:
@@ -182,6 +187,18 @@ def parse_options(argv: list[str], environ: dict[str, str] | None = None) -> Opt
         except ValueError as exc:
             raise RegistrationError(f"--server-comms-address has an invalid port: {a.server_comms_address!r}") from exc
 
+    poll_servers = []
+    for addr in a.poll_servers:
+        c = urlsplit(addr if "://" in addr else f"https://{addr}")
+        try:
+            if not c.hostname or not c.port:
+                raise ValueError
+            poll_servers.append((c.hostname, c.port))
+        except ValueError:
+            raise RegistrationError(
+                f"--poll-server-address must be HOST:PORT or https://HOST:PORT, got {addr!r}"
+            ) from None
+
     name = (a.name if a.name is not None else socket.gethostname()).strip()
     if not name:
         raise RegistrationError("--name must not be empty.")
@@ -209,6 +226,7 @@ def parse_options(argv: list[str], environ: dict[str, str] | None = None) -> Opt
         run=a.run,
         boot_delay=a.boot_delay,
         ping_interval=a.ping_interval,
+        poll_servers=poll_servers,
     )
 
 
@@ -786,6 +804,18 @@ def main(argv: list[str]) -> int:
             return EXIT_OK
         running = True
         home.write_status("running", **details)
+        for host, port in opts.poll_servers:  # further HA nodes: same subscription, one channel each
+            home.add_or_update_trusted_server(
+                TrustedServer(result.server_thumbprint, f"https://{host}:{port}", "TentacleActive", subscription)
+            )
+            extra = CommsChannel(host, port, subscription, thumbprint)
+            threading.Thread(
+                target=run_forever,
+                args=(extra, opts.ping_interval),
+                kwargs={"disk_present": home.path.is_dir},
+                daemon=True,
+                name=f"poll-{host}:{port}",
+            ).start()
         log.info("Tentacle running; stop with SIGTERM")
         run_forever(channel, opts.ping_interval, disk_present=home.path.is_dir)
         return EXIT_OK
