@@ -17,11 +17,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import TriggerRule, dag, get_current_context, task
+from airflow.sdk import AssetAlias, TriggerRule, dag, get_current_context, task
 
 from octopus.dag_defaults import CONN_ID, DEFAULT_ARGS, RETIRE_DESCRIPTION, RETIRE_PARAMS
 from octopus.operators import TerraformFleetOperator
-from octopus.sharing import SUPPORTED_CLOUDS
+from octopus.sensors import DeploymentLeaseSensor
+from octopus.sharing import ASSET_ALIAS, SUPPORTED_CLOUDS
 
 
 @dag(
@@ -38,22 +39,25 @@ from octopus.sharing import SUPPORTED_CLOUDS
     default_args=DEFAULT_ARGS,
 )
 def retire_octopus_workers():
+    claim = DeploymentLeaseSensor(task_id="claim_deployment")
+
     @task
     def get_spaces() -> list[dict]:
-        """Per cloud: the pool, its initial space and every other space holding it."""
+        """Per cloud: the pool, the deployment's pinned initial space and every other space holding it."""
         from octopus import tasks
 
-        params = dict(get_current_context()["params"])
+        context = get_current_context()
+        params = dict(context["params"])
         params["instance_count"] = {c: 0 for c in SUPPORTED_CLOUDS}
         params["target_spaces"] = []
-        return tasks.get_spaces(params, conn_id=CONN_ID)
+        return tasks.get_spaces(params, conn_id=CONN_ID, context=context, teardown=True)
 
     @task
     def get_fleets(plans: list[dict]) -> list[dict]:
-        """Every record of each fleet in its initial pool: what must go everywhere."""
+        """Per cloud, the records the deployment's ledger owns: the only ones a teardown removes."""
         from octopus import tasks
 
-        return tasks.get_fleet_records(plans, conn_id=CONN_ID)
+        return tasks.get_fleet_records(plans, get_current_context())
 
     @task
     def copy_spaces(plans: list[dict]) -> list[dict]:
@@ -67,31 +71,33 @@ def retire_octopus_workers():
 
         return tasks.retire_spaces(plans, role="initial")
 
-    @task(map_index_template="{{ space_label }}")
-    def retire_copies(space: dict, fleets: list[dict]) -> dict:
-        """Remove the fleets' copies from one remaining space."""
+    @task(map_index_template="{{ space_label }}", multiple_outputs=False)
+    def retire_copies(space: dict, fleets: list[dict]) -> None:
+        """Remove the deployment's copies from one remaining space."""
         from octopus import tasks
 
         context = get_current_context()
         context["space_label"] = space["name"]
-        return tasks.retire_from_space(space, fleets, context, conn_id=CONN_ID)
+        tasks.retire_from_space(space, fleets, context, conn_id=CONN_ID)
 
-    @task(map_index_template="{{ space_label }}", trigger_rule=TriggerRule.NONE_FAILED)
-    def retire_initial(space: dict, fleets: list[dict]) -> dict:
+    @task(map_index_template="{{ space_label }}", trigger_rule=TriggerRule.NONE_FAILED, multiple_outputs=False)
+    def retire_initial(space: dict, fleets: list[dict]) -> None:
         """Remove the fleets' own registrations from their initial space, after every copy is gone."""
         from octopus import tasks
 
         context = get_current_context()
         context["space_label"] = space["name"]
-        return tasks.retire_from_space(space, fleets, context, conn_id=CONN_ID)
+        tasks.retire_from_space(space, fleets, context, conn_id=CONN_ID)
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
+    @task(trigger_rule=TriggerRule.ALL_DONE, multiple_outputs=False, outlets=[AssetAlias(ASSET_ALIAS)])
     def summarize(plans) -> dict:
+        """Teardown table; releases the lease; emits the retired Asset on full success."""
         from octopus import tasks
 
         return tasks.summarize_retire(plans, get_current_context())
 
     plans = get_spaces()
+    claim >> plans
     fleets = get_fleets(plans)
     copies = retire_copies.partial(fleets=fleets).expand(space=copy_spaces(plans))
     initials = retire_initial.partial(fleets=fleets).expand(space=initial_spaces(plans))

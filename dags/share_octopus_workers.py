@@ -31,11 +31,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import TriggerRule, dag, get_current_context, task, task_group
+from airflow.sdk import AssetAlias, TriggerRule, dag, get_current_context, task, task_group
 
 from octopus.dag_defaults import CONN_ID, DEFAULT_ARGS, SHARE_DESCRIPTION, SHARE_PARAMS
 from octopus.operators import TerraformFleetOperator
-from octopus.sensors import OctopusWorkersRegisteredSensor
+from octopus.sensors import DeploymentLeaseSensor, OctopusWorkersRegisteredSensor
+from octopus.sharing import ASSET_ALIAS
 
 
 @dag(
@@ -52,12 +53,15 @@ from octopus.sensors import OctopusWorkersRegisteredSensor
     default_args=DEFAULT_ARGS,
 )
 def share_octopus_workers():
+    claim = DeploymentLeaseSensor(task_id="claim_deployment")
+
     @task
     def get_spaces() -> list[dict]:
-        """Per cloud: pool name, initial space, remaining spaces and their pool ids (sorted, deterministic)."""
+        """Per cloud: pool name, pinned initial space, remaining spaces and their pool ids (sorted, deterministic)."""
         from octopus import tasks
 
-        return tasks.get_spaces(get_current_context()["params"], conn_id=CONN_ID)
+        context = get_current_context()
+        return tasks.get_spaces(context["params"], conn_id=CONN_ID, context=context)
 
     @task_group(group_id="fleet", prefix_group_id=False)
     def fleet(fleet_plan):
@@ -93,23 +97,25 @@ def share_octopus_workers():
         map_index_template="{{ space_label }}",
         trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
         retries=3,
+        multiple_outputs=False,
     )
-    def share_to_space(space: dict, fleets) -> dict:
+    def share_to_space(space: dict, fleets) -> None:
         """Make this space's shared pools hold exactly the fleets; fails only this space's index on error."""
         from octopus import tasks
 
         context = get_current_context()
         context["space_label"] = space["name"]
-        return tasks.share_to_space(space, fleets, context, conn_id=CONN_ID)
+        tasks.share_to_space(space, fleets, context, conn_id=CONN_ID)
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
+    @task(trigger_rule=TriggerRule.ALL_DONE, multiple_outputs=False, outlets=[AssetAlias(ASSET_ALIAS)])
     def summarize(plans, fleets) -> dict:
-        """Spaces × clouds table in the log and XCom; fails the run when anything failed."""
+        """Spaces × clouds table in the log and XCom; releases the lease; emits the Asset on full success."""
         from octopus import tasks
 
         return tasks.summarize(plans, fleets, get_current_context())
 
     plans = get_spaces()
+    claim >> plans
     waits = fleet.expand(fleet_plan=plans)
     shares = share_to_space.partial(fleets=waits.output).expand(space=spaces_to_share(plans))
     shares >> summarize(plans, waits.output)

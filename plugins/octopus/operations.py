@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from octopus.exceptions import OctopusError, OctopusNotFoundError, OctopusPermissionError, OctopusValidationError
-from octopus.sharing import POLLING, SpaceAccessError, fleet_identity, plan_fleets, plan_retire, plan_space, same_name
+from octopus.sharing import POLLING, SpaceAccessError, plan_fleets, plan_retire, plan_space, same_name
 
 if TYPE_CHECKING:
     from octopus.hooks import OctopusHook
@@ -38,6 +38,9 @@ def discover(
     target_spaces: Sequence[str] | None,
     name_prefix: str,
     parallelism: int = DEFAULT_PARALLELISM,
+    pins: Mapping[str, Mapping[str, Any] | None] | None = None,
+    initial_space: str | None = None,
+    follow_pins: bool = False,
 ) -> list[dict[str, Any]]:
     """Fleet plans for ``clouds`` (see :func:`octopus.sharing.plan_fleets`): one request for the spaces, one per
     space that matters for its pools, fetched concurrently."""
@@ -59,6 +62,9 @@ def discover(
     # so fetch lazily in that case (each space at most once either way).
     if not target_spaces:
         prefetch([s["Id"] for s in spaces])
+    else:
+        pinned = {p["id"] for p in (pins or {}).values() if p}
+        prefetch([s["Id"] for s in spaces if s["Id"] in pinned])
 
     def pools_of(space_id: str) -> list[dict[str, Any]]:
         if space_id not in pools:
@@ -76,22 +82,10 @@ def discover(
         target_spaces=target_spaces,
         name_prefix=name_prefix,
         server_url=hook.server_url,
+        pins=pins,
+        initial_space=initial_space,
+        follow_pins=follow_pins,
     )
-
-
-def known_initial_records(space: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]]) -> list[dict] | None:
-    """The records of a space that is only an initial space, from the fleets' own reads of its pools.
-
-    ``None`` when the space must be read (it is also a copy target for some cloud, or a fleet lacks the read).
-    """
-    by_cloud = {fleet["cloud"]: fleet for fleet in fleets}
-    pools = space["pools"]
-    if any(entry["role"] != "initial" for entry in pools.values()):
-        return None
-    if any("pool_records" not in by_cloud.get(cloud, {}) for cloud in pools):
-        return None
-    records = {r["Id"]: r for cloud in pools for r in by_cloud[cloud]["pool_records"]}
-    return [r for r in records.values() if (r.get("Endpoint") or {}).get("CommunicationStyle") == POLLING]
 
 
 def resolve_unknown_pools(hook: OctopusHook, space: Mapping[str, Any]) -> dict[str, Any]:
@@ -116,7 +110,8 @@ def resolve_unknown_pools(hook: OctopusHook, space: Mapping[str, Any]) -> dict[s
 
 
 def _empty_counts() -> dict[str, Any]:
-    outcomes = ("added", "present", "fixed", "replaced", "pruned", "unshared", "disabled", "retryable_errors")
+    outcomes = ("added", "present", "fixed", "replaced", "pruned", "unshared", "disabled", "foreign")
+    outcomes += ("retryable_errors",)
     return dict.fromkeys(outcomes, 0)
 
 
@@ -128,23 +123,23 @@ def share_space(
     prune: bool,
     dry_run: bool,
     parallelism: int = DEFAULT_PARALLELISM,
-    existing: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Make ``space`` hold exactly the ready ``fleets`` in its shared pools; return the per-cloud outcome.
 
-    Cost: one read of the space's polling workers (none when ``existing`` already holds them); the default
-    machine policy only when a worker must be added; then one request per write. A failure of one write marks
-    its cloud failed and the others go on; the caller decides whether a result with failures fails the task.
+    Cost: one read of the space's polling workers, made here so that every write rests on a read of this same
+    task try; the default machine policy only when a worker must be added; then at most one request per record.
+    A failure of one write marks its cloud failed and the others go on; the caller decides whether a result with
+    failures fails the task.
     """
     by_cloud = {fleet["cloud"]: fleet for fleet in fleets}
     space = resolve_unknown_pools(hook, space)
-    if existing is None:
-        existing = hook.list_workers(space["id"], comm_styles=[POLLING])
+    existing = hook.list_workers(space["id"], comm_styles=[POLLING])
     plan = plan_space(space, by_cloud, existing, prune=prune)
     clouds: dict[str, dict[str, Any]] = {}
     for cloud in space["pools"]:
         counts = clouds[cloud] = _empty_counts()
         counts["present"] = plan["present"].get(cloud, 0)
+        counts["foreign"] = len(plan["foreign"].get(cloud, []))
         counts["errors"] = list(plan["errors"].get(cloud, []))
         if cloud in plan["not_run"]:
             counts["not_run"] = 1
@@ -162,7 +157,19 @@ def share_space(
             for action in plan["actions"]:
                 if action["op"] == "create":
                     action["worker"]["MachinePolicyId"] = policy_id
-    return _carry_out(hook, space, plan["actions"], clouds, planned, dry_run=dry_run, parallelism=parallelism)
+    result = _carry_out(hook, space, plan["actions"], clouds, planned, dry_run=dry_run, parallelism=parallelism)
+    return _with_ownership(result, plan)
+
+
+def _with_ownership(result: dict[str, Any], plan: Mapping[str, Any]) -> dict[str, Any]:
+    """Add what the summary lists as foreign and what the ledger must keep (records of ours that remain)."""
+    result["foreign"] = sorted({n for names in plan["foreign"].values() for n in names})
+    remaining = {c: list(v) for c, v in plan.get("owned_remaining", {}).items()}
+    for cloud, counts in result["clouds"].items():
+        for worker in counts.pop("kept", []):
+            remaining.setdefault(cloud, []).append(worker)
+    result["owned_remaining"] = remaining
+    return result
 
 
 def execute_actions(
@@ -207,6 +214,12 @@ def execute_actions(
 
     for action, outcome, note, retryable in parallel_map(run, list(actions), parallelism):
         counts = clouds[action["cloud"]]
+        if action["op"] == "delete" and outcome in ("failed", "disabled"):
+            # The record stays: the ledger must go on owning it, or the next run could never remove it.
+            worker = action["worker"]
+            counts.setdefault("kept", []).append(
+                {"name": worker["Name"], "thumbprint": (worker.get("Endpoint") or {}).get("Thumbprint", "").upper()}
+            )
         if outcome == "failed":
             counts["errors"].append(note)
             counts["retryable_errors"] += int(retryable)
@@ -233,18 +246,18 @@ def retire_space(
     dry_run: bool,
     parallelism: int = DEFAULT_PARALLELISM,
 ) -> dict[str, Any]:
-    """Remove the ``fleets``' records (by thumbprint) from ``space``'s shared pools: one read, then the writes."""
+    """Remove the ``fleets``' own records (their ledgers' ``owned`` lists) from ``space``'s shared pools.
+
+    One read, then at most one write per record; foreign records are counted and left alone.
+    """
     existing = hook.list_workers(space["id"], comm_styles=[POLLING])
-    actions = plan_retire(space, {f["cloud"]: f for f in fleets}, existing)
+    plan = plan_retire(space, {f["cloud"]: f for f in fleets}, existing)
     clouds = {cloud: {**_empty_counts(), "errors": []} for cloud in space["pools"]}
-    return _carry_out(hook, space, actions, clouds, _describe(actions), dry_run=dry_run, parallelism=parallelism)
-
-
-def fleet_records(hook: OctopusHook, plan: Mapping[str, Any]) -> dict[str, Any]:
-    """Every record of a fleet in its initial pool, any health: what a teardown must remove everywhere."""
-    initial = plan["initial_space"]
-    workers = hook.list_workers(initial["id"], worker_pool_id=initial["pool_id"])
-    return {"cloud": plan["cloud"], "workers": fleet_identity(workers, name_prefix=plan["name_prefix"])}
+    for cloud, names in plan["foreign"].items():
+        clouds[cloud]["foreign"] = len(names)
+    actions = plan["actions"]
+    result = _carry_out(hook, space, actions, clouds, _describe(actions), dry_run=dry_run, parallelism=parallelism)
+    return _with_ownership(result, {**plan, "owned_remaining": {}})
 
 
 def _describe(actions: Sequence[Mapping[str, Any]]) -> list[str]:

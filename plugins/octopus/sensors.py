@@ -1,46 +1,82 @@
-"""Sensor that waits until a fleet's workers have registered themselves into the initial space's pool."""
+"""Sensors of the worker DAGs: the deployment lease, and the wait for a fleet's registration."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
-from octopus.sharing import describe_registration
+from octopus import ledger
+from octopus.sharing import Fleet, SharingError, fleet_from, instances_from, registration_status
 from octopus.templating import as_bool, as_seconds
-from octopus.triggers import OctopusWorkersRegisteredTrigger, check_registration
+from octopus.triggers import OctopusWorkersRegisteredTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
 def expected_names_from(terraform_output: Any) -> list[str]:
-    """Worker names Terraform knows (``worker_names`` output), from ``terraform_apply``'s XCom."""
-    if not terraform_output:
-        return []
-    data = json.loads(terraform_output) if isinstance(terraform_output, str) else terraform_output
-    return list((data.get("outputs") or {}).get("worker_names") or [])
+    """Worker names the cloud runs, from ``terraform_apply``'s XCom (empty when unknown)."""
+    return [i["name"] for i in instances_from(terraform_output) or []]
+
+
+class DeploymentLeaseSensor(BaseSensorOperator):
+    """
+    Take the lease of every deployment (``name_prefix``, cloud) a run writes for, waiting while another run holds it.
+
+    Runs of ``share_octopus_workers`` and ``retire_octopus_workers`` — scheduled, manual or backfill — never
+    overlap for one deployment: the later one waits here (reschedule mode: no worker slot held), and fails
+    naming the run it met after ``timeout`` seconds. Different prefixes, or disjoint clouds, never wait.
+    """
+
+    ui_color = "#fdf1d6"
+
+    def __init__(self, *, mode: str = "reschedule", **kwargs: Any) -> None:
+        kwargs.setdefault("timeout", ledger.CLAIM_TIMEOUT_SECONDS)
+        kwargs.setdefault("poke_interval", 15)
+        super().__init__(mode=mode, **kwargs)
+        self._met: str | None = None
+
+    def poke(self, context: Context) -> bool:
+        from octopus import tasks
+
+        self._met = tasks.claim_deployments(context)
+        if self._met:
+            self.log.info("Waiting: %s", self._met)
+            return False
+        return True
+
+    def execute(self, context: Context) -> Any:
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout as exc:
+            raise AirflowSensorTimeout(
+                f"Gave up after {self.timeout:.0f}s waiting for the deployment: {self._met}. Let that run finish "
+                "(or mark it failed), then clear this run."
+            ) from exc
 
 
 class OctopusWorkersRegisteredSensor(BaseSensorOperator):
     """
-    Wait until ``instance_count`` workers of a fleet are registered in its initial space's pool.
+    Wait until the fleet the cloud actually runs has registered in its initial space's pool; record it.
 
-    Reads every page of the pool's members and counts distinct thumbprints of polling workers named like the
-    fleet that are not ``Unavailable`` (stale records of an earlier fleet never satisfy it). Pushes the fleet
-    (name, thumbprint, endpoint URI of each worker) to XCom. On timeout it fails with a listing of what it saw.
+    The fleet is exactly Terraform's instance inventory (the module's ``instances`` output), never a name
+    pattern: a record counts for an instance only under :func:`octopus.sharing.registration_status`'s rules
+    (live polling record with the instance's exact name, re-registered when the instance was replaced, still
+    its recorded thumbprint otherwise). Never more than ``instance_count``; ``instance_count`` 0 is an empty
+    fleet, ready at once. Look-alike records are reported as suspicious and never shared.
 
+    When done it records the fleet in the deployment's ledger (a new generation; every worker owned from now
+    on) and pushes a :class:`octopus.sharing.Fleet`. On timeout it fails with a listing of what it saw.
     With ``deferrable`` true it pokes once, then hands the wait to :class:`OctopusWorkersRegisteredTrigger`.
-    With ``dry_run`` true it does not wait: it reports the fleet as registered right now.
+    With ``dry_run`` true it does not wait, and records nothing.
 
-    :param fleet_plan: one entry of ``get_spaces`` (cloud, instance_count, name_prefix, initial_space, ...).
-    :param terraform_output: ``terraform_apply``'s XCom (JSON); its ``worker_names`` output, when not empty,
-        names the expected workers exactly.
+    :param fleet_plan: one entry of ``get_spaces``.
+    :param terraform_output: ``terraform_apply``'s XCom.
     :param registration_timeout: seconds (templated).
     :param poll_interval: seconds between reads (templated).
     :param deferrable: defer to the triggerer (templated; "true"/"false" accepted).
@@ -79,50 +115,85 @@ class OctopusWorkersRegisteredSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.dry_run = dry_run
         self._last_seen: dict[str, Any] | None = None
+        self._doc: ledger.LedgerDoc | None = None
 
     # -- helpers
     @property
     def _expected(self) -> int:
         return int(self.fleet_plan["instance_count"])
 
-    def _check(self) -> dict[str, Any]:
-        initial = self.fleet_plan["initial_space"]
-        return check_registration(
-            self.octopus_conn_id,
-            initial["id"],
-            initial["pool_id"],
-            self.fleet_plan["name_prefix"],
-            expected_names_from(self.terraform_output),
-        )
+    def _ledger(self) -> ledger.LedgerDoc:
+        if self._doc is None:
+            plan = self.fleet_plan
+            self._doc = ledger.load(ledger.VariableStore(), plan["prefix"], plan["cloud"])
+        return self._doc
 
-    def _fleet(self, seen: Mapping[str, Any]) -> dict[str, Any]:
-        initial = self.fleet_plan["initial_space"]
-        workers = list(seen["workers"])
-        if len(workers) > self._expected:
-            self.log.warning(
-                "%d live workers named like the fleet, %d expected: all are shared; stale ones are pruned once "
-                "their tentacles are gone",
-                len(workers),
-                self._expected,
+    def fleet_spec(self) -> dict[str, Any]:
+        """What the wait compares a pool read against (JSON: it also travels to the trigger)."""
+        instances = instances_from(self.terraform_output)
+        if instances is None and not as_bool(self.dry_run):
+            raise AirflowFailException(
+                f"terraform_apply of {self.fleet_plan['cloud']} gave no 'instances' (or 'worker_names') output: "
+                "the fleet's inventory is unknown, so no record can be proven to be ours. The module must output "
+                "the instances it runs (see include/terraform/contract.json)."
             )
         return {
-            "cloud": self.fleet_plan["cloud"],
+            "expected_count": self._expected,
+            "name_prefix": self.fleet_plan["name_prefix"],
+            "instances": instances,
+            "previous": ledger.previous_fleet(self._ledger()),
+        }
+
+    def _check(self) -> dict[str, Any]:
+        from octopus.hooks import OctopusHook
+
+        initial = self.fleet_plan["initial_space"]
+        hook = OctopusHook(octopus_conn_id=self.octopus_conn_id)
+        records = hook.list_workers(initial["id"], worker_pool_id=initial["pool_id"])
+        return registration_status(records, self.fleet_spec())
+
+    def _fleet(self, context: Context, seen: Mapping[str, Any]) -> Fleet:
+        """Record the registered fleet in the ledger (not in a dry run) and return what travels to the shares."""
+        from octopus import tasks
+
+        plan, initial = self.fleet_plan, self.fleet_plan["initial_space"]
+        workers = [dict(w) for w in seen["workers"]]
+        doc = self._ledger()
+        dry_run = as_bool(self.dry_run)
+        if dry_run and not workers:
+            # Nothing was built (a plan only): show what sharing the last recorded fleet would do.
+            workers = [dict(w) for w in (doc.get("fleet") or {}).get("workers", [])]
+            seen = {**seen, "workers": workers}
+        if not dry_run:
+            try:
+                ledger.check_fence(doc, tasks.this_run(context), tasks.run_state)
+            except SharingError as exc:
+                raise AirflowFailException(str(exc)) from None
+            doc = ledger.record_fleet(doc, workers, tasks.this_run(context))
+            ledger.save(ledger.VariableStore(), doc)
+        for suspect in seen.get("suspicious", []):
+            self.log.warning("Suspicious record, never shared: %s (%s)", suspect["name"], suspect["why"])
+        return {
+            "cloud": plan["cloud"],
+            "prefix": plan["prefix"],
             "space_id": initial["id"],
             "space_name": initial["name"],
             "pool_id": initial["pool_id"],
-            "pool_name": self.fleet_plan["pool_name"],
-            "workers": workers,
-            # The initial pool as this read saw it: share_to_space prunes it without reading it again.
-            "pool_records": list(seen.get("records", [])),
+            "pool_name": plan["pool_name"],
+            "generation": int((doc.get("fleet") or {}).get("generation") or 0),
+            "workers": fleet_from(seen),
+            "owned": list(doc.get("owned") or []),
+            "dry_run": dry_run,
         }
 
     # -- sensor protocol
     def poke(self, context: Context) -> PokeReturnValue:
-        seen = self._last_seen = self._check()
-        self.log.info("%s", describe_registration(seen, self._expected))
-        if as_bool(self.dry_run):
-            return PokeReturnValue(True, {**self._fleet(seen), "dry_run": True})
-        return PokeReturnValue(len(seen["workers"]) >= self._expected, self._fleet(seen))
+        status = self._check()
+        self._last_seen = status["seen"]
+        self.log.info("%s", status["summary"])
+        if as_bool(self.dry_run) or status["done"]:
+            return PokeReturnValue(True, self._fleet(context, status["seen"]))
+        return PokeReturnValue(False)
 
     def execute(self, context: Context) -> Any:
         self.timeout = as_seconds(self.registration_timeout, "registration_timeout")
@@ -132,6 +203,7 @@ class OctopusWorkersRegisteredSensor(BaseSensorOperator):
             if result.is_done:
                 return result.xcom_value
             initial = self.fleet_plan["initial_space"]
+            spec = self.fleet_spec()
             self.defer(
                 trigger=OctopusWorkersRegisteredTrigger(
                     octopus_conn_id=self.octopus_conn_id,
@@ -139,7 +211,8 @@ class OctopusWorkersRegisteredSensor(BaseSensorOperator):
                     pool_id=initial["pool_id"],
                     expected_count=self._expected,
                     name_prefix=self.fleet_plan["name_prefix"],
-                    expected_names=expected_names_from(self.terraform_output),
+                    expected_names=[i["name"] for i in spec["instances"] or []],
+                    fleet_spec=spec,
                     poll_interval=self.poke_interval,
                     deadline=time.time() + self.timeout,
                 ),
@@ -152,16 +225,21 @@ class OctopusWorkersRegisteredSensor(BaseSensorOperator):
             raise AirflowSensorTimeout(self._timeout_message(self._last_seen)) from exc
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> Any:
-        """Resume after the trigger fired: return the fleet, or fail with what was seen."""
+        """Resume after the trigger fired: read the pool once more (this try's own read), or fail with what was seen."""
         if not event:
             raise AirflowException("wait_for_workers resumed without an event from its trigger")
         if event["status"] == "success":
-            return self._fleet(event["seen"])
+            status = self._check()
+            if status["done"]:
+                return self._fleet(context, status["seen"])
+            raise AirflowException(f"The fleet was complete in the triggerer but not any more:\n{status['summary']}")
         if event["status"] == "timeout":
-            raise AirflowSensorTimeout(self._timeout_message(event["seen"]))
+            raise AirflowSensorTimeout(self._timeout_message(event.get("seen")))
         raise AirflowException(f"Waiting for workers failed: {event.get('message')}")
 
     def _timeout_message(self, seen: Mapping[str, Any] | None) -> str:
+        from octopus.sharing import describe_registration
+
         plan = self.fleet_plan
         what = describe_registration(seen, self._expected) if seen else "no successful read of the pool"
         return (

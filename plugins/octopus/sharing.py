@@ -1,21 +1,11 @@
 """Pure decisions of the worker-sharing DAGs: no I/O, no Airflow imports, unit-testable without a server.
 
-Shapes travel over XCom as plain JSON-able dicts:
+A **deployment** is one (``name_prefix``, cloud) pair: its Terraform state, its ledger (see :mod:`octopus.ledger`)
+and its worker names are keyed by it. Ownership is proven by the ledger, never by a name pattern or pool
+membership: a record is ours only when its (thumbprint, name) pair is one this deployment's fleet registered.
 
-* a **fleet plan** (one per cloud, from ``get_spaces``)::
-
-    {"cloud": "aws", "pool_name": "AWS Worker Pool TF", "instance_count": 2, "name_prefix": "octo-aws",
-     "initial_space": {"id": "Spaces-1", "name": "Default", "pool_id": "WorkerPools-1"},
-     "spaces": [{"id": "Spaces-2", "name": "Team A", "pool_id": "WorkerPools-7"}, ...],
-     "spaces_without_pool": ["Sandbox"], ...}
-
-* a **fleet** (one per cloud, from ``wait_for_workers``)::
-
-    {"cloud": "aws", "space_id": "Spaces-1", "pool_id": "WorkerPools-1",
-     "workers": [{"name": "octo-aws-i-0abc", "thumbprint": "0E80...", "uri": "poll://.../"}]}
-
-* an **action** (one per write, from :func:`plan_space`): ``{"op": "create"|"update"|"delete", "cloud": ...,
-  "outcome": "added"|"fixed"|"replaced"|"pruned"|"unshared", "worker": <resource or body>, "reason": ...}``.
+The shapes that cross XCom are typed below (:class:`FleetPlan`, :class:`Fleet`, :class:`SpaceVisit`,
+:class:`SpaceResult`); every one is plain JSON.
 """
 
 from __future__ import annotations
@@ -23,16 +13,111 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 SUPPORTED_CLOUDS: dict[str, str] = {"aws": "AWS", "azure": "Azure", "gcp": "GCP", "local": "Local"}
 DEFAULT_POOL_NAME_TEMPLATE = "{cloud} Worker Pool TF"
+DEFAULT_NAME_PREFIX = "octopus-shared"
+DEFAULT_INSTANCE_COUNT: dict[str, int] = {"aws": 2, "azure": 2, "gcp": 2, "local": 3}
+#: The Asset alias both DAGs emit through: octopus://<server>/shared-workers/<prefix>[/retired].
+ASSET_ALIAS = "octopus-shared-workers"
 POLLING = "TentacleActive"
 STALE_HEALTH = frozenset({"Unavailable"})
 SPACE_ID_PATTERN = re.compile(r"^Spaces-\d+$", re.IGNORECASE)
+# Lower-case letters, digits and single hyphens; no cloud name as a hyphen-separated segment (see validate_prefix).
+NAME_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+NAME_PREFIX_MAX = 25
 
 # Outcomes counted per space and cloud in the summary, in display order.
-OUTCOMES = ("added", "present", "fixed", "replaced", "pruned", "unshared", "disabled", "failed", "not_run")
+OUTCOMES = (
+    "added",
+    "present",
+    "fixed",
+    "replaced",
+    "pruned",
+    "unshared",
+    "disabled",
+    "foreign",
+    "failed",
+    "not_run",
+)
+
+Role = Literal["copy", "initial"]
+Op = Literal["create", "update", "delete"]
+
+
+class SpaceRef(TypedDict):
+    id: str
+    name: str
+    pool_id: str | None
+
+
+class FleetPlan(TypedDict, total=False):
+    """One cloud's plan, from ``get_spaces``."""
+
+    cloud: str
+    prefix: str  # the name_prefix param: with the cloud, the deployment's identity
+    name_prefix: str  # "<prefix>-<cloud>": what the module names its instances with
+    pool_name: str
+    instance_count: int
+    server_url: str
+    initial_space: SpaceRef
+    initial_selected: bool  # target_spaces allows writes to the initial space
+    initial_pin: Literal["pinned", "first_use", "moved"]
+    spaces: list[SpaceRef]
+    spaces_without_pool: list[str]
+    spaces_not_selected: list[str]
+
+
+class FleetWorker(TypedDict):
+    name: str
+    thumbprint: str
+    uri: str
+
+
+class OwnedRecord(TypedDict):
+    name: str
+    thumbprint: str
+
+
+class Fleet(TypedDict, total=False):
+    """One cloud's registered fleet, from ``wait_for_workers``: what ``share_to_space`` makes every pool hold."""
+
+    cloud: str
+    prefix: str
+    space_id: str
+    space_name: str
+    pool_id: str
+    pool_name: str
+    generation: int  # the ledger's fleet generation this run registered (a cleared older run has a lower one)
+    workers: list[FleetWorker]
+    owned: list[OwnedRecord]  # every (name, thumbprint) this deployment may remove: the proof of ownership
+    dry_run: bool
+
+
+class PoolVisit(TypedDict):
+    pool_id: str | None
+    pool_name: str
+    role: Role
+
+
+class SpaceVisit(TypedDict, total=False):
+    id: str
+    name: str
+    pools: dict[str, PoolVisit]
+
+
+class SpaceResult(TypedDict, total=False):
+    """One space's outcome, pushed once by its ``share_to_space`` (or retire) index."""
+
+    space_id: str
+    space_name: str
+    dry_run: bool
+    planned: list[str]
+    foreign: list[str]
+    owned_remaining: dict[str, list[OwnedRecord]]
+    clouds: dict[str, dict[str, Any]]
+    requests: int
 
 
 class SharingError(ValueError):
@@ -62,9 +147,68 @@ def pool_name(cloud: str, template: str = DEFAULT_POOL_NAME_TEMPLATE) -> str:
     return name.strip()
 
 
+def pool_names(template: str, clouds: Iterable[str] = SUPPORTED_CLOUDS) -> dict[str, str]:
+    """Pool name per cloud; refuses a template that gives two clouds one pool (Octopus compares names ignoring case).
+
+    Every supported cloud is checked, not only the selected ones: a run of one cloud must not pick a pool that
+    another cloud's deployment of the same template also fills.
+    """
+    names = {cloud: pool_name(cloud, template) for cloud in SUPPORTED_CLOUDS}
+    by_name: dict[str, list[str]] = {}
+    for cloud, name in names.items():
+        by_name.setdefault(name.casefold(), []).append(cloud)
+    clashes = [f"{names[c[0]]!r} for {', '.join(c)}" for c in by_name.values() if len(c) > 1]
+    if clashes:
+        raise SharingError(
+            f"worker_pool_name template {template!r} gives several clouds the same pool ({'; '.join(clashes)}): "
+            "put {cloud} in it exactly once and outside double braces, e.g. '{cloud} Worker Pool TF'"
+        )
+    return {cloud: names[cloud] for cloud in clouds}
+
+
+def validate_prefix(prefix: str) -> str:
+    """The ``name_prefix`` param, checked so that no deployment's worker names can match another's.
+
+    Worker names are ``<prefix>-<cloud>-<instance>``. A prefix holds no cloud name as a hyphen-separated segment,
+    so the first cloud segment of a name ends its prefix: ``team`` and ``team-aws`` (rejected) can never both
+    claim ``team-aws-…``.
+    """
+    if not isinstance(prefix, str) or not NAME_PREFIX_PATTERN.match(prefix) or len(prefix) > NAME_PREFIX_MAX:
+        raise SharingError(
+            f"name_prefix {prefix!r} is invalid: use 1-{NAME_PREFIX_MAX} lower-case letters, digits and single "
+            "hyphens, starting with a letter (e.g. 'octopus-shared')"
+        )
+    clouds = [segment for segment in prefix.split("-") if segment in SUPPORTED_CLOUDS]
+    if clouds:
+        raise SharingError(
+            f"name_prefix {prefix!r} contains the cloud name {clouds[0]!r} as a segment: worker names "
+            f"'<prefix>-<cloud>-…' would then be ambiguous between deployments. Choose a prefix without "
+            f"{', '.join(repr(c) for c in SUPPORTED_CLOUDS)} segments"
+        )
+    return prefix
+
+
+def fleet_name_prefix(prefix: str, cloud: str) -> str:
+    """What one deployment's module names its instances with."""
+    return f"{prefix}-{cloud}"
+
+
 def same_name(a: str | None, b: str | None) -> bool:
     """Octopus compares names trimmed and case-insensitively."""
     return (a or "").strip().casefold() == (b or "").strip().casefold()
+
+
+def thumbprint_of(worker: Mapping[str, Any]) -> str:
+    endpoint = worker.get("Endpoint") or {}
+    return (endpoint.get("Thumbprint") or worker.get("Thumbprint") or "").upper()
+
+
+def is_polling(worker: Mapping[str, Any]) -> bool:
+    return (worker.get("Endpoint") or {}).get("CommunicationStyle") == POLLING
+
+
+def ownership_key(name: str, thumbprint: str) -> tuple[str, str]:
+    return (name.strip().casefold(), thumbprint.upper())
 
 
 # --------------------------------------------------------------------------- discovery
@@ -92,6 +236,64 @@ def resolve_targets(spaces: Sequence[Mapping[str, Any]], targets: Iterable[str] 
     return selected
 
 
+def _find_space(spaces: Sequence[Mapping[str, Any]], wanted: str) -> Mapping[str, Any] | None:
+    return next((s for s in spaces if same_name(s["Id"], wanted) or same_name(s["Name"], wanted)), None)
+
+
+def choose_initial_space(
+    cloud: str,
+    holders: Sequence[SpaceRef],
+    *,
+    pinned: Mapping[str, Any] | None,
+    requested: Mapping[str, Any] | None,
+    pool: str,
+    prefix: str,
+    follow_pin: bool = False,
+) -> tuple[SpaceRef, Literal["pinned", "first_use", "moved"]]:
+    """The deployment's initial space among the spaces holding its pool (``holders``, in Octopus's order).
+
+    * ``requested`` (the ``initial_space`` param) wins: a deliberate choice or move;
+    * else the ``pinned`` space (recorded on first use), which must still be the one discovery would choose;
+    * else, on first use, the first holder.
+    Never silently moves: a pinned space that is no longer first, or lost its pool, fails before any write.
+    With ``follow_pin`` (a teardown) the pinned space is used wherever discovery would start.
+    """
+    by_id = {h["id"]: h for h in holders}
+    if requested is not None:
+        entry = by_id.get(requested["Id"])
+        if entry is None:
+            raise SharingError(
+                f"initial_space {requested['Name']!r} ({requested['Id']}) holds no static pool {pool!r} "
+                f"for {cloud}: create it there, or choose another space"
+            )
+        moved = pinned is not None and pinned.get("id") != entry["id"]
+        return entry, "moved" if moved else "pinned" if pinned else "first_use"
+    if not holders:
+        raise SharingError(
+            f"No space holds the worker pool {pool!r} for {cloud}. Create the pool (static) in the space the "
+            "workers should register into, or fix the worker_pool_name param."
+        )
+    first = holders[0]
+    if pinned is None:
+        return first, "first_use"
+    entry = by_id.get(pinned["id"])
+    where = f"{pinned.get('name')!r} ({pinned['id']})"
+    if entry is None:
+        raise SharingError(
+            f"The {cloud} fleet of deployment {prefix!r} is pinned to initial space {where}, which no longer holds "
+            f"a static pool {pool!r} (or cannot be read). Nothing was changed. To move the fleet deliberately, set "
+            f"the initial_space param to the new space, e.g. {first['name']!r} ({first['id']})."
+        )
+    if entry["id"] != first["id"] and not follow_pin:
+        raise SharingError(
+            f"The {cloud} fleet of deployment {prefix!r} is pinned to initial space {entry['name']!r} "
+            f"({entry['id']}), but discovery now finds {first['name']!r} ({first['id']}) first with pool {pool!r} "
+            "(a space added, renamed or newly visible). Nothing was changed. To keep the fleet where it is, set "
+            f"the initial_space param to {entry['name']!r}; to move it, set it to {first['name']!r}."
+        )
+    return entry, "pinned"
+
+
 def plan_fleets(
     spaces: Sequence[Mapping[str, Any]],
     pools_of: Callable[[str], Sequence[Mapping[str, Any]]],
@@ -100,52 +302,52 @@ def plan_fleets(
     instance_count: Mapping[str, int],
     pool_name_template: str = DEFAULT_POOL_NAME_TEMPLATE,
     target_spaces: Iterable[str] | None = None,
-    name_prefix: str = "octopus-shared",
+    name_prefix: str = DEFAULT_NAME_PREFIX,
     server_url: str = "",
-) -> list[dict[str, Any]]:
+    pins: Mapping[str, Mapping[str, Any] | None] | None = None,
+    initial_space: str | None = None,
+    follow_pins: bool = False,
+) -> list[FleetPlan]:
     """One fleet plan per cloud, sorted by cloud.
 
-    ``spaces`` is in Octopus's order (the initial space is the first holding the pool); ``pools_of(space_id)``
-    returns a space's worker pools and is called at most once per space, and only for spaces that can matter:
-    every space until each cloud has its initial space, then only the selected ones.
+    ``spaces`` is in Octopus's order; ``pools_of(space_id)`` returns a space's worker pools and is called at most
+    once per space, and only for spaces that can matter: every space until each cloud has met its first pool
+    holder, the pinned and requested initial spaces, and the selected spaces. ``pins`` maps cloud → the
+    deployment's pinned initial space (``{"id", "name", "pool_id"}``) from its ledger; ``initial_space`` is the
+    param (a name or id) that moves it deliberately.
     """
     if not spaces:
         raise SharingError("Octopus returned no spaces: check that the API key's user can see at least one space")
     clouds = sorted(set(clouds))
     if not clouds:
         raise SharingError("clouds is empty: select at least one of " + ", ".join(SUPPORTED_CLOUDS))
-    names = {cloud: pool_name(cloud, pool_name_template) for cloud in clouds}
+    prefix = validate_prefix(name_prefix)
+    names = pool_names(pool_name_template, clouds)
     for cloud in clouds:
         count = instance_count.get(cloud)
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise SharingError(f"instance_count[{cloud!r}] must be an integer >= 0, got {count!r}")
     selected = resolve_targets(spaces, target_spaces)
+    pins = dict(pins or {})
+    requested = None
+    if initial_space and str(initial_space).strip():
+        requested = _find_space(spaces, str(initial_space))
+        if requested is None:
+            raise SharingError(f"initial_space {initial_space!r} names no space the API key can see")
+    must_read = {p["id"] for p in pins.values() if p} | ({requested["Id"]} if requested else set())
 
-    plans: dict[str, dict[str, Any]] = {
-        cloud: {
-            "cloud": cloud,
-            "pool_name": names[cloud],
-            "instance_count": instance_count[cloud],
-            "name_prefix": f"{name_prefix}-{cloud}",
-            "server_url": server_url,
-            "initial_space": None,
-            "spaces": [],
-            "spaces_without_pool": [],
-            "spaces_not_selected": [],
-        }
-        for cloud in clouds
-    }
+    holders: dict[str, list[SpaceRef]] = {cloud: [] for cloud in clouds}
+    without: dict[str, list[str]] = {cloud: [] for cloud in clouds}
+    unreadable: list[SpaceRef] = []
     for space in spaces:
         space_id, space_name = space["Id"], space["Name"]
         wanted = selected is None or space_id in selected
-        if not wanted and all(plan["initial_space"] for plan in plans.values()):
-            for plan in plans.values():
-                plan["spaces_not_selected"].append(space_name)
+        if not wanted and space_id not in must_read and all(holders.values()):
             continue
         try:
             pools = pools_of(space_id)
         except SpaceAccessError as exc:
-            undecided = [names[c] for c, plan in plans.items() if plan["initial_space"] is None]
+            undecided = [names[c] for c in clouds if not holders[c]]
             if undecided:
                 raise SharingError(
                     f"Cannot read the worker pools of space {space_name} ({space_id}): {exc}. It comes before "
@@ -154,46 +356,63 @@ def plan_fleets(
                 ) from None
             if wanted:
                 # Visited anyway, so that its own map index fails with the reason and can be re-run alone.
-                for plan in plans.values():
-                    plan["spaces"].append({"id": space_id, "name": space_name, "pool_id": None, "error": str(exc)})
+                unreadable.append({"id": space_id, "name": space_name, "pool_id": None, "error": str(exc)})
             continue
-        for cloud, plan in plans.items():
+        for cloud in clouds:
             pool = next((p for p in pools if same_name(p.get("Name"), names[cloud])), None)
             if pool is None:
                 if wanted:
-                    plan["spaces_without_pool"].append(space_name)
-                continue
-            if pool.get("CanAddWorkers") is False or pool.get("WorkerPoolType") == "DynamicWorkerPool":
-                plan["spaces_without_pool"].append(f"{space_name} (pool is dynamic)")
-                continue
-            entry = {"id": space_id, "name": space_name, "pool_id": pool["Id"]}
-            if plan["initial_space"] is None:
-                plan["initial_space"] = entry
-            elif wanted:
-                plan["spaces"].append(entry)
+                    without[cloud].append(space_name)
+            elif pool.get("CanAddWorkers") is False or pool.get("WorkerPoolType") == "DynamicWorkerPool":
+                if wanted:
+                    without[cloud].append(f"{space_name} (pool is dynamic)")
             else:
-                plan["spaces_not_selected"].append(space_name)
-    missing = [names[c] for c, plan in plans.items() if plan["initial_space"] is None]
-    if missing:
-        raise SharingError(
-            "No space holds the worker pool "
-            + ", ".join(repr(n) for n in missing)
-            + f" (searched {len(spaces)} spaces). Create the pool (static) in the space the workers should "
-            "register into, or fix the worker_pool_name param."
+                holders[cloud].append({"id": space_id, "name": space_name, "pool_id": pool["Id"]})
+
+    plans: list[FleetPlan] = []
+    for cloud in clouds:
+        initial, pin = choose_initial_space(
+            cloud,
+            holders[cloud],
+            pinned=pins.get(cloud),
+            requested=requested,
+            pool=names[cloud],
+            prefix=prefix,
+            follow_pin=follow_pins,
         )
-    return [plans[c] for c in clouds]
+        copies = [h for h in holders[cloud] if h["id"] != initial["id"]]
+        plans.append(
+            {
+                "cloud": cloud,
+                "prefix": prefix,
+                "pool_name": names[cloud],
+                "instance_count": instance_count[cloud],
+                "name_prefix": fleet_name_prefix(prefix, cloud),
+                "server_url": server_url,
+                "initial_space": initial,
+                "initial_selected": selected is None or initial["id"] in selected,
+                "initial_pin": pin,
+                "spaces": [h for h in copies if selected is None or h["id"] in selected] + list(unreadable),
+                "spaces_without_pool": without[cloud],
+                "spaces_not_selected": [h["name"] for h in copies if selected is not None and h["id"] not in selected],
+            }
+        )
+    return plans
 
 
-def spaces_to_visit(plans: Sequence[Mapping[str, Any]], *, include_initial: bool) -> list[dict[str, Any]]:
+def spaces_to_visit(plans: Sequence[Mapping[str, Any]], *, include_initial: bool) -> list[SpaceVisit]:
     """The union of spaces the share step visits, in a stable order (by space id number).
 
     Each entry lists per cloud the pool to fill and the role: ``copy`` (remaining space: add the fleet) or
     ``initial`` (where the fleet registers itself: only pruned). Initial spaces are included only when
-    ``include_initial`` (pruning), and only for the clouds whose initial space they are.
+    ``include_initial`` (pruning) and ``target_spaces`` selects them, and only for the clouds whose initial
+    space they are.
     """
-    by_id: dict[str, dict[str, Any]] = {}
+    by_id: dict[str, SpaceVisit] = {}
     for plan in plans:
-        entries = [(plan["initial_space"], "initial")] if include_initial else []
+        entries = []
+        if include_initial and plan.get("initial_selected", True):
+            entries.append((plan["initial_space"], "initial"))
         entries += [(space, "copy") for space in plan["spaces"]]
         for space, role in entries:
             visit = by_id.setdefault(space["id"], {"id": space["id"], "name": space["name"], "pools": {}})
@@ -206,63 +425,141 @@ def _id_number(resource_id: str) -> tuple[int, str]:
     return (int(number), prefix) if number.isdigit() else (0, resource_id)
 
 
-# --------------------------------------------------------------------------- registration
+# --------------------------------------------------------------------------- registration (wait)
 
 
-def match_fleet(
-    workers: Sequence[Mapping[str, Any]],
-    *,
-    name_prefix: str,
-    expected_names: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Which of a pool's worker records belong to the current fleet.
+class Instance(TypedDict):
+    name: str
+    id: str
 
-    A record belongs when it is a polling worker named like the fleet (``expected_names`` when the cloud knows
-    them, else ``<name_prefix>-…``) and is not ``Unavailable`` — a record whose tentacle is gone belongs to an
-    earlier fleet. Distinct thumbprints count once. Returns ``{"workers": [...], "ignored": [...]}``.
+
+def instances_from(terraform_output: Any) -> list[Instance] | None:
+    """The instances the cloud actually runs (``instances`` output of the module), from ``terraform_apply``'s XCom.
+
+    ``None`` when the output is absent (a dry run plans only); a module with ``worker_names`` only gives names
+    whose ids are the names themselves (no replacement can then be told apart).
     """
-    expected = {n.casefold() for n in expected_names}
-    prefix = f"{name_prefix}-".casefold()
-    members: dict[str, dict[str, str]] = {}
+    if not terraform_output:
+        return None
+    if isinstance(terraform_output, str):
+        import json
+
+        terraform_output = json.loads(terraform_output)
+    outputs = terraform_output.get("outputs") or {}
+    if "instances" in outputs:
+        return [{"name": str(i["name"]), "id": str(i["id"])} for i in outputs["instances"] or []]
+    if "worker_names" in outputs:
+        return [{"name": str(n), "id": str(n)} for n in outputs["worker_names"] or []]
+    return None
+
+
+def registration_status(records: Sequence[Mapping[str, Any]], fleet_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether the fleet described by ``fleet_spec`` has registered, judged from one read of its initial pool.
+
+    ``fleet_spec`` is JSON-able (it travels in a trigger's kwargs):
+
+    * ``expected_count`` — the ``instance_count`` param: never more workers than this;
+    * ``name_prefix`` — only to report look-alikes (records named like the fleet that are not in the inventory);
+    * ``instances`` — ``[{"name", "id"}]`` the cloud runs (Terraform's inventory), or ``None`` when unknown;
+    * ``previous`` — ``[{"name", "thumbprint", "instance_id"}]``, the fleet the ledger recorded last time.
+
+    A record counts for an instance only when it is a live polling record with exactly the instance's name and,
+    if the ledger knew that name: a *replaced* instance (other id) must have re-registered with a new thumbprint
+    (the old record stays Healthy until Octopus's next health check); an *unchanged* one must still have its
+    recorded thumbprint (a record re-pointed by anyone else is suspicious, never shared).
+    Returns ``{"done", "seen": {"workers", "waiting", "suspicious", "ignored"}, "summary"}``.
+    """
+    expected = int(fleet_spec["expected_count"])
+    instances = fleet_spec.get("instances")
+    previous = {p["name"].casefold(): p for p in fleet_spec.get("previous") or []}
+    prefix = f"{fleet_spec['name_prefix']}-".casefold()
+    by_name: dict[str, Mapping[str, Any]] = {}
+    for record in records:
+        by_name.setdefault((record.get("Name") or "").strip().casefold(), record)
+    workers: list[dict[str, str]] = []
+    waiting: list[str] = []
+    suspicious: list[dict[str, str]] = []
     ignored: list[dict[str, str]] = []
-    for worker in workers:
-        endpoint = worker.get("Endpoint") or {}
-        name = (worker.get("Name") or "").strip()
-        thumbprint = (endpoint.get("Thumbprint") or worker.get("Thumbprint") or "").upper()
-        health = worker.get("HealthStatus") or "Unknown"
-        entry = {"name": name, "thumbprint": thumbprint, "uri": endpoint.get("Uri") or "", "health": health}
-        named_like_fleet = name.casefold() in expected if expected else name.casefold().startswith(prefix)
-        if endpoint.get("CommunicationStyle") != POLLING:
-            ignored.append({**entry, "why": "not a polling tentacle"})
-        elif not named_like_fleet:
-            ignored.append({**entry, "why": "not named like this fleet"})
-        elif health in STALE_HEALTH:
-            ignored.append({**entry, "why": f"{health}: tentacle gone (earlier fleet)"})
-        elif not thumbprint:
-            ignored.append({**entry, "why": "no thumbprint"})
-        elif thumbprint not in members:
-            members[thumbprint] = {k: entry[k] for k in ("name", "thumbprint", "uri")}
-    return {"workers": sorted(members.values(), key=lambda w: w["name"]), "ignored": ignored}
+    inventory = list(instances or [])[: max(expected, 0)] if instances is not None else []
+    for instance in sorted(inventory, key=lambda i: i["name"]):
+        record = by_name.get(instance["name"].casefold())
+        if record is None:
+            waiting.append(instance["name"])
+            continue
+        entry = _seen_entry(record)
+        prior = previous.get(instance["name"].casefold())
+        if not is_polling(record):
+            suspicious.append({**entry, "why": "not a polling tentacle"})
+        elif not entry["thumbprint"]:
+            ignored.append({**entry, "why": "no thumbprint yet"})
+            waiting.append(instance["name"])
+        elif entry["health"] in STALE_HEALTH:
+            ignored.append({**entry, "why": f"{entry['health']}: tentacle not connected"})
+            waiting.append(instance["name"])
+        elif prior and prior.get("instance_id") != instance["id"] and prior["thumbprint"] == entry["thumbprint"]:
+            ignored.append({**entry, "why": "record of the replaced instance: waiting for the new one to register"})
+            waiting.append(instance["name"])
+        elif prior and prior.get("instance_id") == instance["id"] and prior["thumbprint"] != entry["thumbprint"]:
+            suspicious.append(
+                {
+                    **entry,
+                    "why": f"thumbprint changed from {prior['thumbprint'][:8]}… but the instance was not replaced",
+                }
+            )
+            waiting.append(instance["name"])
+        else:
+            workers.append(
+                {
+                    "name": instance["name"],
+                    "thumbprint": entry["thumbprint"],
+                    "uri": entry["uri"],
+                    "instance_id": instance["id"],
+                }
+            )
+    names = {i["name"].casefold() for i in inventory}
+    for record in records:
+        name = (record.get("Name") or "").strip()
+        if name.casefold().startswith(prefix) and name.casefold() not in names:
+            suspicious.append({**_seen_entry(record), "why": "named like the fleet but not in the cloud's inventory"})
+    wanted = min(expected, len(inventory))
+    done = instances is not None and len(workers) >= wanted
+    seen = {"workers": workers, "waiting": waiting, "suspicious": suspicious, "ignored": ignored}
+    return {
+        "done": done,
+        "seen": seen,
+        "summary": describe_registration(seen, wanted, inventory_known=instances is not None),
+    }
 
 
-def describe_registration(seen: Mapping[str, Any], expected: int) -> str:
+def _seen_entry(record: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        "name": (record.get("Name") or "").strip(),
+        "thumbprint": thumbprint_of(record),
+        "uri": (record.get("Endpoint") or {}).get("Uri") or "",
+        "health": record.get("HealthStatus") or "Unknown",
+    }
+
+
+def describe_registration(seen: Mapping[str, Any], expected: int, *, inventory_known: bool = True) -> str:
     """One human line per record seen, for a sensor's progress log and timeout message."""
+    if not inventory_known:
+        return "the cloud's instance inventory is unknown (no Terraform outputs): nothing can be counted"
     lines = [f"{len(seen['workers'])} of {expected} workers of this fleet registered"]
     lines += [f"  + {w['name']} {w['thumbprint'][:8]}… {w['uri']}" for w in seen["workers"]]
-    lines += [f"  - {w['name']} {w['thumbprint'][:8]}… ignored: {w['why']}" for w in seen["ignored"]]
+    lines += [f"  . {n}: waiting for its registration" for n in seen.get("waiting", [])]
+    lines += [f"  - {w['name']} {w['thumbprint'][:8]}… ignored: {w['why']}" for w in seen.get("ignored", [])]
+    lines += [
+        f"  ! {w['name']} {w['thumbprint'][:8]}… SUSPICIOUS, never shared: {w['why']}"
+        for w in seen.get("suspicious", [])
+    ]
     return "\n".join(lines)
 
 
+def fleet_from(seen: Mapping[str, Any]) -> list[FleetWorker]:
+    return [{"name": w["name"], "thumbprint": w["thumbprint"], "uri": w["uri"]} for w in seen["workers"]]
+
+
 # --------------------------------------------------------------------------- sharing
-
-
-def _thumbprint(worker: Mapping[str, Any]) -> str:
-    endpoint = worker.get("Endpoint") or {}
-    return (endpoint.get("Thumbprint") or worker.get("Thumbprint") or "").upper()
-
-
-def _is_polling(worker: Mapping[str, Any]) -> bool:
-    return (worker.get("Endpoint") or {}).get("CommunicationStyle") == POLLING
 
 
 def new_worker_body(space_id: str, worker: Mapping[str, str], pool_id: str, policy_id: str) -> dict[str, Any]:
@@ -277,10 +574,55 @@ def new_worker_body(space_id: str, worker: Mapping[str, str], pool_id: str, poli
     }
 
 
-def _updated(record: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
-    body = copy.deepcopy(dict(record))
-    body.update(changes)
-    return body
+class _Writes:
+    """One evolving body per record, whatever number of clouds touch it; then at most one write per record."""
+
+    def __init__(self, records: Sequence[Mapping[str, Any]]) -> None:
+        self.originals = {r["Id"]: r for r in records}
+        self.bodies: dict[str, dict[str, Any]] = {}
+        self.touched: list[tuple[str, str, str, str]] = []  # (record id, cloud, outcome, reason), in order
+        self.creates: list[dict[str, Any]] = []
+
+    def body(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        return self.bodies.get(record["Id"]) or copy.deepcopy(dict(record))
+
+    def pools(self, record: Mapping[str, Any]) -> list[str]:
+        return list(self.body(record).get("WorkerPoolIds") or [])
+
+    def change(self, record: Mapping[str, Any], cloud: str, outcome: str, reason: str, **fields: Any) -> None:
+        body = self.body(record)
+        for key, value in fields.items():
+            if key == "Endpoint":
+                body["Endpoint"] = {**(body.get("Endpoint") or {}), **value}
+            else:
+                body[key] = value
+        self.bodies[record["Id"]] = body
+        self.touched.append((record["Id"], cloud, outcome, reason))
+
+    def create(self, cloud: str, body: dict[str, Any], reason: str) -> None:
+        self.creates.append({"op": "create", "cloud": cloud, "outcome": "added", "worker": body, "reason": reason})
+
+    def actions(self) -> list[dict[str, Any]]:
+        """The final writes: one per touched record (a delete when no pool is left), then the creates.
+
+        The action's cloud and outcome are those of the first cloud that touched the record; the reasons of all.
+        """
+        actions: list[dict[str, Any]] = []
+        for record_id in dict.fromkeys(t[0] for t in self.touched):
+            body = self.bodies[record_id]
+            touches = [t for t in self.touched if t[0] == record_id]
+            _, cloud, outcome, _ = touches[0]
+            reason = "; ".join(f"{t[1]}: {t[3]}" for t in touches)
+            if body == self.originals[record_id]:
+                continue
+            if not body.get("WorkerPoolIds"):
+                body = copy.deepcopy(dict(self.originals[record_id]))
+                actions.append({"op": "delete", "cloud": cloud, "outcome": "pruned", "worker": body, "reason": reason})
+            else:
+                if outcome == "pruned":
+                    outcome = "unshared"
+                actions.append({"op": "update", "cloud": cloud, "outcome": outcome, "worker": body, "reason": reason})
+        return actions + self.creates
 
 
 def plan_space(
@@ -290,189 +632,202 @@ def plan_space(
     *,
     prune: bool,
 ) -> dict[str, Any]:
-    """Decide every write that makes ``space`` hold exactly the current fleets in its shared pools.
+    """Decide every write that makes ``space``'s shared pools hold exactly the current fleets, touching only ours.
 
-    ``space`` is an entry of :func:`spaces_to_visit`; ``fleets`` maps cloud → fleet (clouds whose fleet is not
-    ready are absent); ``existing`` are the space's polling worker records. Returns ``{"actions": [...],
-    "present": {cloud: n}, "errors": {cloud: [message]}, "not_run": [cloud]}``. Creates carry a body without
-    ``MachinePolicyId`` (``"<default>"``): the caller looks the policy up only when a create is planned.
+    ``space`` is an entry of :func:`spaces_to_visit`; ``fleets`` maps cloud → :class:`Fleet` (clouds whose fleet
+    is not ready are absent); ``existing`` is this task try's own read of the space's polling workers.
+    Returns ``{"actions", "present": {cloud: n}, "errors": {cloud: [msg]}, "not_run": [cloud],
+    "foreign": {cloud: [name]}, "owned_remaining": {cloud: [OwnedRecord]}}``; creates carry
+    ``MachinePolicyId: "<default>"`` (the caller looks the policy up only when a create is planned).
 
-    Rules per cloud (pool P, fleet thumbprints F):
+    A record is **ours** for a cloud when its (name, thumbprint) is in that fleet's ``owned`` list (the ledger).
+    Per cloud (pool P):
 
-    * copy role — each fleet worker: a record with its thumbprint in P is *present* (a PUT fixes it when it is
-      disabled or its ``poll://`` URI is outdated); a record with its thumbprint outside P gets P added
-      (*fixed*); otherwise a stale record of ours in P with the same name is re-pointed in place (*replaced*,
-      only with ``prune``); a same-named record that is not ours is an error; else a minimal POST (*added*).
-    * prune (``prune``): records in P whose thumbprint is not in F — copy role: all of them; initial role: only
-      ``Unavailable`` ones — are deleted (*pruned*), or, when they belong to other pools too, only P is removed
-      from their ``WorkerPoolIds`` (*unshared*). Other pools and non-polling workers are never touched.
+    * copy role — each fleet worker: our record in P is *present* (fixed by one PUT when disabled or its
+      ``poll://`` URI is outdated); our record outside P gets P added (*fixed*); a stale record of ours with the
+      worker's name is re-pointed in place (*replaced*, only with ``prune``); the name or thumbprint held by a
+      record that is not ours is an error (nothing written for that worker); else a minimal POST (*added*).
+    * initial role — the fleet registered itself: nothing is added or repaired.
+    * prune (``prune``, both roles) — records of ours in P that are not in the current fleet lose P: deleted when
+      no pool is left (*pruned*), else PUT without P (*unshared*). Every other record in P is **foreign**: counted,
+      listed, never touched.
     """
-    records = [dict(r) for r in existing]
-    actions: list[dict[str, Any]] = []
+    records = [dict(r) for r in existing if is_polling(r)]
+    writes = _Writes(records)
     present: dict[str, int] = {}
     errors: dict[str, list[str]] = {}
+    foreign: dict[str, list[str]] = {}
     not_run: list[str] = []
-    # Several clouds can touch one record (e.g. a worker in two shared pools): keep one evolving body per id.
-    pending_updates: dict[str, dict[str, Any]] = {}
-
-    def record_body(record: Mapping[str, Any]) -> dict[str, Any]:
-        return pending_updates.get(record["Id"]) or _updated(record)
-
-    def queue_update(body: dict[str, Any], cloud: str, outcome: str, reason: str) -> None:
-        first = body["Id"] not in pending_updates
-        pending_updates[body["Id"]] = body
-        if first:
-            actions.append({"op": "update", "cloud": cloud, "outcome": outcome, "worker": body, "reason": reason})
-        else:
-            for action in actions:
-                if action["op"] == "update" and action["worker"]["Id"] == body["Id"]:
-                    action["worker"] = body
-                    action["reason"] += f"; {reason}"
-
     for cloud in sorted(space["pools"]):
-        pool_id, role = space["pools"][cloud]["pool_id"], space["pools"][cloud]["role"]
         fleet = fleets.get(cloud)
         if fleet is None:
             not_run.append(cloud)
             continue
-        fleet_workers = list(fleet["workers"])
-        fleet_thumbprints = {w["thumbprint"].upper() for w in fleet_workers}
-        consumed: set[str] = set()
+        visit = space["pools"][cloud]
+        owned = {ownership_key(o["name"], o["thumbprint"]) for o in fleet.get("owned") or []}
+        owned |= {ownership_key(w["name"], w["thumbprint"]) for w in fleet["workers"]}
+        current = {ownership_key(w["name"], w["thumbprint"]) for w in fleet["workers"]}
         present[cloud] = 0
-
-        if role == "copy":
-            for worker in fleet_workers:
-                tp = worker["thumbprint"].upper()
-                with_tp = [r for r in records if _is_polling(r) and _thumbprint(r) == tp]
-                in_pool = [r for r in with_tp if pool_id in record_body(r).get("WorkerPoolIds", [])]
-                if in_pool:
-                    record = in_pool[0]
-                    consumed.add(record["Id"])
-                    body = record_body(record)
-                    drift = []
-                    if body.get("IsDisabled"):
-                        drift.append("was disabled")
-                    if (body.get("Endpoint") or {}).get("Uri") != worker["uri"]:
-                        drift.append(f"endpoint {body.get('Endpoint', {}).get('Uri')} -> {worker['uri']}")
-                    if drift:
-                        body = _updated(body, IsDisabled=False)
-                        body["Endpoint"] = {**(body.get("Endpoint") or {}), "Uri": worker["uri"]}
-                        queue_update(body, cloud, "fixed", f"{worker['name']}: " + ", ".join(drift))
-                    else:
-                        present[cloud] += 1
+        handled: set[str] = set()
+        if visit["role"] == "copy":
+            handled = _plan_copies(
+                space, cloud, visit["pool_id"], fleet, records, owned, writes, present, errors, prune=prune
+            )
+        if prune:
+            for record in records:
+                key = ownership_key(record.get("Name") or "", thumbprint_of(record))
+                if record["Id"] in handled or visit["pool_id"] not in writes.pools(record) or key in current:
                     continue
-                if with_tp:
-                    record = with_tp[0]
-                    consumed.add(record["Id"])
-                    body = record_body(record)
-                    body = _updated(body, WorkerPoolIds=[*body.get("WorkerPoolIds", []), pool_id], IsDisabled=False)
-                    body["Endpoint"] = {**(body.get("Endpoint") or {}), "Uri": worker["uri"]}
-                    queue_update(body, cloud, "fixed", f"{worker['name']}: added to pool {pool_id}")
-                    continue
-                same = [r for r in records if same_name(r.get("Name"), worker["name"])]
-                if same:
-                    record = same[0]
-                    ours = (
-                        _is_polling(record)
-                        and pool_id in record_body(record).get("WorkerPoolIds", [])
-                        and _thumbprint(record) not in fleet_thumbprints
+                if key in owned:
+                    others = [p for p in writes.pools(record) if p != visit["pool_id"]]
+                    writes.change(
+                        record, cloud, "pruned", f"{record['Name']}: no longer in the fleet", WorkerPoolIds=others
                     )
-                    if ours and prune:
-                        consumed.add(record["Id"])
-                        body = _updated(record_body(record), IsDisabled=False)
-                        body["Endpoint"] = {
-                            **(body.get("Endpoint") or {}),
-                            "CommunicationStyle": POLLING,
-                            "Uri": worker["uri"],
-                            "Thumbprint": worker["thumbprint"],
-                        }
-                        queue_update(body, cloud, "replaced", f"{worker['name']}: stale copy re-pointed")
-                        continue
-                    errors.setdefault(cloud, []).append(
-                        f"the name {worker['name']!r} is taken by {record['Id']} (thumbprint "
-                        f"{_thumbprint(record) or 'none'}, pools {record.get('WorkerPoolIds')}) in space "
-                        f"{space['name']}: rename or remove that machine"
-                        + (" (or enable prune_stale to replace our stale copy)" if ours and not prune else "")
-                    )
-                    continue
-                actions.append(
-                    {
-                        "op": "create",
-                        "cloud": cloud,
-                        "outcome": "added",
-                        "worker": new_worker_body(space["id"], worker, pool_id, "<default>"),
-                        "reason": f"{worker['name']}: not in space",
-                    }
-                )
-
-        if not prune:
+                else:
+                    foreign.setdefault(cloud, []).append(record.get("Name") or record["Id"])
+        else:
+            for record in records:
+                key = ownership_key(record.get("Name") or "", thumbprint_of(record))
+                if visit["pool_id"] in writes.pools(record) and key not in owned and record["Id"] not in handled:
+                    foreign.setdefault(cloud, []).append(record.get("Name") or record["Id"])
+    actions = writes.actions()
+    deleted = {a["worker"]["Id"] for a in actions if a["op"] == "delete"}
+    remaining: dict[str, list[OwnedRecord]] = {}
+    for cloud, fleet in fleets.items():
+        if cloud not in space["pools"]:
             continue
+        current = {ownership_key(w["name"], w["thumbprint"]) for w in fleet["workers"]}
+        owned = {ownership_key(o["name"], o["thumbprint"]) for o in fleet.get("owned") or []}
         for record in records:
-            if record["Id"] in consumed or not _is_polling(record):
-                continue
-            body = record_body(record)
-            if pool_id not in body.get("WorkerPoolIds", []) or _thumbprint(record) in fleet_thumbprints:
-                continue
-            if role == "initial" and record.get("HealthStatus") not in STALE_HEALTH:
-                continue
-            others = [p for p in body.get("WorkerPoolIds", []) if p != pool_id]
-            if others:
-                queue_update(_updated(body, WorkerPoolIds=others), cloud, "unshared", f"{record['Name']}: stale")
+            key = ownership_key(record.get("Name") or "", thumbprint_of(record))
+            if key in owned and key not in current and record["Id"] not in deleted:
+                remaining.setdefault(cloud, []).append({"name": record["Name"], "thumbprint": key[1]})
+    return {
+        "actions": actions,
+        "present": present,
+        "errors": errors,
+        "not_run": not_run,
+        "foreign": {c: sorted(set(n)) for c, n in foreign.items()},
+        "owned_remaining": remaining,
+    }
+
+
+def _plan_copies(
+    space: Mapping[str, Any],
+    cloud: str,
+    pool_id: str,
+    fleet: Mapping[str, Any],
+    records: Sequence[Mapping[str, Any]],
+    owned: set[tuple[str, str]],
+    writes: _Writes,
+    present: dict[str, int],
+    errors: dict[str, list[str]],
+    *,
+    prune: bool,
+) -> set[str]:
+    """The copy role of :func:`plan_space` for one cloud; returns the ids of the records it settled."""
+    handled: set[str] = set()
+    for worker in fleet["workers"]:
+        key = ownership_key(worker["name"], worker["thumbprint"])
+        mine = [r for r in records if ownership_key(r.get("Name") or "", thumbprint_of(r)) == key]
+        if mine:
+            record = mine[0]
+            handled.add(record["Id"])
+            body = writes.body(record)
+            drift = []
+            if pool_id not in writes.pools(record):
+                drift.append(f"added to pool {pool_id}")
+            if body.get("IsDisabled"):
+                drift.append("was disabled")
+            if (body.get("Endpoint") or {}).get("Uri") != worker["uri"]:
+                drift.append(f"endpoint {(body.get('Endpoint') or {}).get('Uri')} -> {worker['uri']}")
+            if drift:
+                pools = writes.pools(record) + ([pool_id] if pool_id not in writes.pools(record) else [])
+                writes.change(
+                    record,
+                    cloud,
+                    "fixed",
+                    f"{worker['name']}: " + ", ".join(drift),
+                    WorkerPoolIds=pools,
+                    IsDisabled=False,
+                    Endpoint={"Uri": worker["uri"]},
+                )
             else:
-                actions.append({"op": "delete", "cloud": cloud, "outcome": "pruned", "worker": body, "reason": "stale"})
-    return {"actions": actions, "present": present, "errors": errors, "not_run": not_run}
+                present[cloud] += 1
+            continue
+        same_thumbprint = [r for r in records if thumbprint_of(r) == key[1]]
+        same_name_records = [r for r in records if same_name(r.get("Name"), worker["name"])]
+        if same_thumbprint:
+            other = same_thumbprint[0]
+            errors.setdefault(cloud, []).append(
+                f"{worker['name']}: its thumbprint is registered in space {space['name']} as {other.get('Name')!r} "
+                f"({other['Id']}), a record this deployment did not make: left alone, not shared here. Remove or "
+                "rename that record to let the fleet be shared"
+            )
+            continue
+        if same_name_records:
+            record = same_name_records[0]
+            ours = ownership_key(record.get("Name") or "", thumbprint_of(record)) in owned
+            if ours and prune:
+                handled.add(record["Id"])
+                pools = writes.pools(record) + ([pool_id] if pool_id not in writes.pools(record) else [])
+                writes.change(
+                    record,
+                    cloud,
+                    "replaced",
+                    f"{worker['name']}: stale copy re-pointed",
+                    WorkerPoolIds=pools,
+                    IsDisabled=False,
+                    Endpoint={"CommunicationStyle": POLLING, "Uri": worker["uri"], "Thumbprint": worker["thumbprint"]},
+                    Thumbprint=worker["thumbprint"],
+                    Uri=worker["uri"],
+                )
+                continue
+            errors.setdefault(cloud, []).append(
+                f"the name {worker['name']!r} is taken by {record['Id']} (thumbprint "
+                f"{thumbprint_of(record) or 'none'}, pools {record.get('WorkerPoolIds')}) in space {space['name']}"
+                + (
+                    ": our stale copy; enable prune_stale to re-point it"
+                    if ours
+                    else ", a record this deployment did not make: rename or remove that machine"
+                )
+            )
+            continue
+        writes.create(
+            cloud, new_worker_body(space["id"], worker, pool_id, "<default>"), f"{worker['name']}: not in space"
+        )
+    return handled
 
 
 # --------------------------------------------------------------------------- teardown
 
 
-def fleet_identity(workers: Sequence[Mapping[str, Any]], *, name_prefix: str) -> list[dict[str, str]]:
-    """All polling records named like the fleet, whatever their health: the fleet a teardown removes."""
-    prefix = f"{name_prefix}-".casefold()
-    found: dict[str, dict[str, str]] = {}
-    for worker in workers:
-        name = (worker.get("Name") or "").strip()
-        if _is_polling(worker) and name.casefold().startswith(prefix) and _thumbprint(worker):
-            found.setdefault(
-                _thumbprint(worker),
-                {"name": name, "thumbprint": _thumbprint(worker), "uri": worker["Endpoint"].get("Uri") or ""},
-            )
-    return sorted(found.values(), key=lambda w: w["name"])
-
-
 def plan_retire(
     space: Mapping[str, Any], fleets: Mapping[str, Mapping[str, Any]], existing: Sequence[Mapping[str, Any]]
-) -> list[dict[str, Any]]:
-    """Deletes that remove the fleets' records (matched by thumbprint) from ``space``'s shared pools.
+) -> dict[str, Any]:
+    """Writes that remove the deployment's own records (its ledger's ``owned`` list) from ``space``'s shared pools.
 
-    A record that also belongs to other pools only loses the shared pool (*unshared*); anything else in the
-    space is untouched.
+    A record of ours that also belongs to other pools only loses the shared pool (*unshared*); every other record
+    in a shared pool is foreign and untouched. Returns ``{"actions", "foreign": {cloud: [name]}}``.
     """
-    actions: list[dict[str, Any]] = []
-    bodies: dict[str, dict[str, Any]] = {}
+    records = [dict(r) for r in existing if is_polling(r)]
+    writes = _Writes(records)
+    foreign: dict[str, list[str]] = {}
     for cloud in sorted(space["pools"]):
         fleet = fleets.get(cloud)
         if fleet is None:
             continue
         pool_id = space["pools"][cloud]["pool_id"]
-        thumbprints = {w["thumbprint"].upper() for w in fleet["workers"]}
-        for record in existing:
-            body = bodies.get(record["Id"]) or _updated(record)
-            if not _is_polling(record) or _thumbprint(record) not in thumbprints:
+        owned = {ownership_key(o["name"], o["thumbprint"]) for o in fleet.get("owned") or []}
+        for record in records:
+            if pool_id not in writes.pools(record):
                 continue
-            if pool_id not in body.get("WorkerPoolIds", []):
-                continue
-            others = [p for p in body["WorkerPoolIds"] if p != pool_id]
-            body["WorkerPoolIds"] = others
-            if record["Id"] in bodies:
-                continue  # already planned by another cloud; the body above now drops this pool too
-            bodies[record["Id"]] = body
-            op, outcome = ("update", "unshared") if others else ("delete", "pruned")
-            actions.append({"op": op, "cloud": cloud, "outcome": outcome, "worker": body, "reason": "retire"})
-    for action in actions:
-        if action["op"] == "update" and not action["worker"]["WorkerPoolIds"]:
-            action.update(op="delete", outcome="pruned")
-    return actions
+            if ownership_key(record.get("Name") or "", thumbprint_of(record)) in owned:
+                others = [p for p in writes.pools(record) if p != pool_id]
+                writes.change(record, cloud, "pruned", "retire", WorkerPoolIds=others)
+            else:
+                foreign.setdefault(cloud, []).append(record.get("Name") or record["Id"])
+    return {"actions": writes.actions(), "foreign": {c: sorted(set(n)) for c, n in foreign.items()}}
 
 
 # --------------------------------------------------------------------------- summary
@@ -499,7 +854,26 @@ def summarize(results: Iterable[Mapping[str, Any] | None], plans: Sequence[Mappi
     clouds = sorted({c for r in ordered for c in r["clouds"]})
     failed = [r["space_name"] for r in ordered if any(v.get("failed") for v in r["clouds"].values())]
     totals = {o: sum(r["clouds"].get(c, {}).get(o, 0) for r in ordered for c in clouds) for o in OUTCOMES}
-    return {"spaces": ordered, "clouds": clouds, "failed_spaces": failed, "totals": totals}
+    foreign = {r["space_name"]: sorted(r["foreign"]) for r in ordered if r.get("foreign")}
+    return {"spaces": ordered, "clouds": clouds, "failed_spaces": failed, "totals": totals, "foreign": foreign}
+
+
+def compact_owned(
+    fleet: Mapping[str, Any], results: Iterable[Mapping[str, Any] | None], cloud: str
+) -> list[OwnedRecord]:
+    """After a complete, successful run: the ``owned`` list the ledger keeps for ``cloud``.
+
+    The current fleet, plus every record of an earlier fleet that some space still holds (a delete refused, a
+    record outside the shared pool): the ledger never forgets a record that exists.
+    """
+    kept = {
+        ownership_key(w["name"], w["thumbprint"]): {"name": w["name"], "thumbprint": w["thumbprint"]}
+        for w in fleet["workers"]
+    }
+    for result in results:
+        for record in ((result or {}).get("owned_remaining") or {}).get(cloud, []):
+            kept.setdefault(ownership_key(record["name"], record["thumbprint"]), dict(record))
+    return sorted(kept.values(), key=lambda r: (r["name"], r["thumbprint"]))
 
 
 def format_table(summary: Mapping[str, Any]) -> str:
@@ -527,23 +901,3 @@ def format_table(summary: Mapping[str, Any]) -> str:
 
     rule = "-+-".join("-" * w for w in widths)
     return "\n".join([line(header), rule, *map(line, body), rule, line(footer)])
-
-
-# --------------------------------------------------------------------------- registration status (wait)
-
-
-def registration_status(records: Sequence[Mapping[str, Any]], fleet_spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Whether the fleet described by ``fleet_spec`` has registered, judged from one read of its initial pool.
-
-    ``fleet_spec`` is JSON-able (it travels in a trigger's kwargs): ``expected_count``, ``name_prefix`` and
-    ``expected_names``. Returns ``{"done": bool, "seen": <JSON-able, what the sensor pushes>, "summary": str}``.
-    """
-    seen = match_fleet(
-        records, name_prefix=fleet_spec["name_prefix"], expected_names=fleet_spec.get("expected_names") or ()
-    )
-    expected = int(fleet_spec["expected_count"])
-    return {
-        "done": len(seen["workers"]) >= expected,
-        "seen": {**seen, "records": list(records)},
-        "summary": describe_registration(seen, expected),
-    }

@@ -29,3 +29,8 @@ output "fleet_id" {
   description = "Identifier of this fleet, stable while it exists (not a secret)."
   value       = terraform_data.fleet.id
 }
+
+output "instances" {
+  description = "The instances this cloud runs: the exact worker name each registers with, and an id that changes when the instance is replaced."
+  value       = [for t in terraform_data.tentacle : { name = t.input.name, id = t.id }]
+}
