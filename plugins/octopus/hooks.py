@@ -5,9 +5,10 @@ connection handling, but keeps **one** ``requests.Session`` per hook instance (k
 failures with tenacity, can pace itself under the server's rate limit, pages every list to the end, and turns
 every failure into a typed :mod:`octopus.exceptions` error that never contains the API key.
 
-Connection (type ``http``), for example as an environment variable::
+Connection: type ``octopus`` (registered by this package's provider entry point, with its own form in the UI)
+or, as existing deployments define it, type ``http``; both are read the same way. For example::
 
-    AIRFLOW_CONN_OCTOPUS_DEFAULT='{"conn_type": "http", "host": "https://octopus.example.com",
+    AIRFLOW_CONN_OCTOPUS_DEFAULT='{"conn_type": "octopus", "host": "https://octopus.example.com",
                                    "password": "API-XXXXXXXX", "extra": {"max_requests_per_minute": 180}}'
 
 * ``host``: the server's base URL, scheme included; a path prefix (``https://example.com/octopus``) works.
@@ -21,12 +22,13 @@ Connection (type ``http``), for example as an environment variable::
   ``verify``                   ``true``    TLS verification: true/false, or a CA bundle path
   ``timeout``                  ``30``      seconds per HTTP request (connect and read)
   ``page_size``                ``1000``    ``take`` for paged lists
-  ``max_requests_per_minute``  (none)      client-side pacing (token bucket); unset = no pacing
+  ``max_requests_per_minute``  (none)      the key's rate limit, shared by ``concurrency`` hooks; unset = none
   ``max_attempts``             ``6``       attempts per request, first one included
   ``max_retry_seconds``        ``120``     total time budget for one request's retries
   ===========================  ==========  ==========================================================
 
-  Other extras are sent as HTTP headers, as ``HttpHook`` does. Keyword arguments of the same names (plus
+  Other extras are sent as HTTP headers, as ``HttpHook`` does; a ``null`` extra (an empty field of the
+  connection form) means the default. Keyword arguments of the same names (plus
   ``retry_initial_wait``/``retry_max_wait``) override the extras.
 
 Retries: connection errors, timeouts, HTTP 5xx and 429 are retried with exponential backoff and jitter,
@@ -35,7 +37,8 @@ connection dropped or that got a 5xx may already have been applied by the server
 callers that create resources should look them up again (by thumbprint) before creating, as the sharing
 DAG's upsert does.
 Redirects are not followed (``requests`` would forward the API key header to whatever host a redirect names);
-they raise an error naming the target so the connection can be fixed.
+they raise an error naming the target so the connection can be fixed. This holds for the inherited
+``HttpHook.run()`` too, which also refuses URLs outside the connection's server.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ from octopus.exceptions import (
     OctopusUnavailableError,
     OctopusValidationError,
 )
-from octopus.pacing import TokenBucket
+from octopus.pacing import TokenBucket, pacing_share
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -191,6 +194,10 @@ def _parse_verify(conn_id: str, value: Any) -> bool | str:
     )
 
 
+def _is_unset(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _html_to_text(text: str) -> str:
     text = _HTML_BLOCK.sub(" ", text)
     text = _HTML_TAG.sub(" ", text)
@@ -260,22 +267,26 @@ class OctopusHook(HttpHook):
     The hook is safe to share between threads (one session, a locked counter, a thread-safe pacing bucket).
     Use it as a context manager, or call :meth:`close`, to release its connections early.
 
-    :param octopus_conn_id: Airflow connection id (type ``http``; see the module docstring).
+    :param octopus_conn_id: Airflow connection id (type ``octopus`` or ``http``; see the module docstring).
     :param page_size: ``take`` for paged lists (overrides the extra).
-    :param max_requests_per_minute: enable client-side pacing at this rate (overrides the extra).
+    :param max_requests_per_minute: the API key's rate limit; enables client-side pacing (overrides the extra).
+    :param concurrency: how many hooks (tasks) use the key at the same time; each paces itself at
+        ``max_requests_per_minute / concurrency`` so that together they stay under the limit. Default 1.
     :param max_attempts: attempts per request including the first (overrides the extra).
     :param max_retry_seconds: total retry budget per request, waits included (overrides the extra).
     :param retry_initial_wait: first backoff wait in seconds (doubles each retry, plus jitter).
     :param retry_max_wait: cap of one backoff wait (``Retry-After`` may exceed it, within the total budget).
     :param timeout: seconds per HTTP request (overrides the extra).
     :param pacing: a :class:`~octopus.pacing.TokenBucket` to take a token from before every request, instead
-        of one built from ``max_requests_per_minute``; share one between hooks of the same Octopus user.
+        of one built from ``max_requests_per_minute``; share one between hooks of the same Octopus user
+        (then ``concurrency`` must stay 1: the shared bucket already holds the whole limit).
     :param kwargs: passed to ``HttpHook`` (``tcp_keep_alive``, ``adapter``, ...).
     """
 
     conn_name_attr = "octopus_conn_id"
     default_conn_name = "octopus_default"
-    conn_type = "http"
+    # The connection type this hook registers (octopus.provider_info); it reads "http" connections the same way.
+    conn_type = "octopus"
     hook_name = "Octopus Deploy"
 
     def __init__(
@@ -290,9 +301,18 @@ class OctopusHook(HttpHook):
         retry_max_wait: float | None = None,
         timeout: float | None = None,
         pacing: TokenBucket | None = None,
+        concurrency: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(method="GET", http_conn_id=octopus_conn_id, **kwargs)
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an integer >= 1 (tasks sharing the API key), got {concurrency!r}")
+        if pacing is not None and concurrency != 1:
+            raise ValueError(
+                "pass either pacing (a bucket shared by every hook of the key) or concurrency (each hook paces "
+                f"itself at a share of the limit), not both; got concurrency={concurrency}"
+            )
+        self.concurrency = concurrency
         self.octopus_conn_id = octopus_conn_id
         overrides = {
             "page_size": page_size,
@@ -340,7 +360,9 @@ class OctopusHook(HttpHook):
 
     def _resolve_settings(self, extras: Mapping[str, Any]) -> _Settings:
         conn_id = self.octopus_conn_id
-        raw = {**_DEFAULTS, **{k: v for k, v in extras.items() if k in _DEFAULTS}, **self._overrides}
+        # A null extra (an empty field of the connection form) or a blank URI-form value means the default.
+        given = {k: v for k, v in extras.items() if k in _DEFAULTS and not _is_unset(v)}
+        raw = {**_DEFAULTS, **given, **self._overrides}
         rate = raw["max_requests_per_minute"]
         if isinstance(rate, str) and not rate.strip():
             rate = None
@@ -437,12 +459,14 @@ class OctopusHook(HttpHook):
         if not isinstance(extras, Mapping):
             raise _config_error(self.octopus_conn_id, "extra must be a JSON object")
         settings = self._resolve_settings(extras)
-        verify_value = extras.get("verify", extras.get("verify_ssl", True))
+        verify_value = next(
+            (extras[k] for k in ("verify", "verify_ssl") if k in extras and not _is_unset(extras[k])), True
+        )
         self._verify = _parse_verify(self.octopus_conn_id, verify_value)
         self._api_key = key
         self._settings = settings
         if self._shared_bucket is None and settings.max_requests_per_minute is not None:
-            self._bucket = TokenBucket(settings.max_requests_per_minute)
+            self._bucket = pacing_share(settings.max_requests_per_minute, self.concurrency)
         return connection
 
     def get_conn(
@@ -487,7 +511,7 @@ class OctopusHook(HttpHook):
         self.close()
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check URL and key with ``GET /api`` (used by the Airflow UI's Test button)."""
+        """Check URL and key with ``GET /api`` and ``GET /api/users/me`` (the Airflow UI's Test button)."""
         try:
             root = self._request("GET", "/api")
             self._request("GET", "/api/users/me")
@@ -615,6 +639,49 @@ class OctopusHook(HttpHook):
         if 200 <= response.status_code < 300:
             return response
         raise self._error_from_response(method, display, response)
+
+    def run_and_check(
+        self,
+        session: requests.Session,
+        prepped_request: requests.PreparedRequest,
+        extra_options: dict[Any, Any],
+    ) -> requests.Response:
+        """
+        Send a request prepared by the inherited :meth:`HttpHook.run` (which sends the API key header too).
+
+        Unlike ``HttpHook``, never follows a redirect and never sends to another server than the connection's:
+        both raise :class:`~octopus.exceptions.OctopusError` naming the target, before the key can leave. Paced
+        and counted like the hook's own requests; with ``check_response`` (the default) a failure raises the
+        typed error of its status. Prefer the hook's methods, which also retry and page.
+        """
+        method = (prepped_request.method or self.method).upper()
+        url = prepped_request.url or ""
+        parts = urlsplit(url)
+        display = self._scrub(parts.path + (f"?{parts.query}" if parts.query else ""))
+        origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+        if origin != self._origin.lower():
+            raise OctopusError(
+                f"refusing to send the API key to {self._scrub(origin)}: it is not the connection's server "
+                f"{self._origin}",
+                method=method,
+                path=display,
+            )
+        if extra_options.get("allow_redirects"):
+            self.log.warning("Ignoring allow_redirects for Octopus: redirects are never followed (API key)")
+        if self._bucket is not None:
+            self._bucket.acquire()
+        with self._count_lock:
+            self._request_count += 1
+        settings = session.merge_environment_settings(
+            url, proxies=session.proxies, stream=session.stream, verify=session.verify, cert=session.cert
+        )
+        assert self._settings is not None  # set by get_conn(), which run() calls first
+        response = session.send(prepped_request, timeout=self._settings.timeout, allow_redirects=False, **settings)
+        if response.is_redirect or response.is_permanent_redirect:
+            raise self._error_from_response(method, display, response)
+        if extra_options.get("check_response", True) and response.status_code >= 400:
+            raise self._error_from_response(method, display, response)
+        return response
 
     def _error_from_response(self, method: str, display: str, response: requests.Response) -> OctopusError:
         status = response.status_code

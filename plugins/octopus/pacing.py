@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["DEFAULT_MAX_BURST", "TokenBucket"]
+__all__ = ["DEFAULT_MAX_BURST", "TokenBucket", "pacing_share"]
 
 #: Burst used when none is given: small, so a run spreads its requests evenly instead of spending a whole
 #: minute's budget at once (other clients of the same user may already have drained the server's bucket).
@@ -79,3 +79,18 @@ class TokenBucket:
         if wait > 0:
             self._sleep(wait)
         return wait
+
+
+def pacing_share(rate_per_minute: float, concurrency: int = 1) -> TokenBucket:
+    """
+    The bucket of one of ``concurrency`` clients that share one rate limit (tasks in parallel on one API key).
+
+    Rate and burst are both divided, so the clients together never exceed ``rate_per_minute`` nor send more
+    than one client's burst (``min(rate, 10)``) back to back; each still gets a burst of at least 1.
+    """
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+    if isinstance(rate_per_minute, bool) or not isinstance(rate_per_minute, int | float) or not rate_per_minute > 0:
+        raise ValueError(f"rate_per_minute must be a number > 0, got {rate_per_minute!r}")
+    burst = max(1.0, min(float(rate_per_minute), DEFAULT_MAX_BURST) / concurrency)
+    return TokenBucket(rate_per_minute / concurrency, burst=burst)

@@ -12,11 +12,14 @@ FAST_RETRIES = {"retry_initial_wait": 0.01, "retry_max_wait": 0.05, "max_attempt
 
 @pytest.fixture
 def octopus_conn(emulator, monkeypatch):
-    """Point ``octopus_default`` at the emulator; call it again with extras to change the connection."""
+    """Point ``octopus_default`` at the emulator; call it again with extras to change the connection.
 
-    def configure(*, host: str | None = None, password: str | None = None, **extra):
+    ``conn_type`` is ``http`` (how existing deployments define it) unless a test asks for ``octopus``.
+    """
+
+    def configure(*, host: str | None = None, password: str | None = None, conn_type: str = "http", **extra):
         conn = {
-            "conn_type": "http",
+            "conn_type": conn_type,
             "host": host or emulator.url,
             "password": emulator.api_key if password is None else password,
             "extra": {**FAST_RETRIES, **extra},
