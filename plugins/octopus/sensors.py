@@ -104,9 +104,11 @@ class OctopusWorkersRegisteredSensor(BaseSensorOperator):
         deferrable: Any = False,
         dry_run: Any = False,
         mode: str = "reschedule",
+        ledger_store: ledger.LedgerStore | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(mode=mode, **kwargs)
+        self.ledger_store = ledger_store
         self.fleet_plan = fleet_plan
         self.terraform_output = terraform_output
         self.octopus_conn_id = octopus_conn_id
@@ -122,10 +124,14 @@ class OctopusWorkersRegisteredSensor(BaseSensorOperator):
     def _expected(self) -> int:
         return int(self.fleet_plan["instance_count"])
 
+    @property
+    def _store(self) -> ledger.LedgerStore:
+        return self.ledger_store or ledger.VariableStore()
+
     def _ledger(self) -> ledger.LedgerDoc:
         if self._doc is None:
             plan = self.fleet_plan
-            self._doc = ledger.load(ledger.VariableStore(), plan["prefix"], plan["cloud"])
+            self._doc = ledger.load(self._store, plan["prefix"], plan["cloud"])
         return self._doc
 
     def fleet_spec(self) -> dict[str, Any]:
@@ -170,7 +176,8 @@ class OctopusWorkersRegisteredSensor(BaseSensorOperator):
             except SharingError as exc:
                 raise AirflowFailException(str(exc)) from None
             doc = ledger.record_fleet(doc, workers, tasks.this_run(context))
-            ledger.save(ledger.VariableStore(), doc)
+            ledger.save(self._store, doc)
+            self._doc = doc
         for suspect in seen.get("suspicious", []):
             self.log.warning("Suspicious record, never shared: %s (%s)", suspect["name"], suspect["why"])
         return {

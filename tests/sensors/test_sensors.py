@@ -1,13 +1,15 @@
-"""OctopusWorkersRegisteredSensor and OctopusWorkersRegisteredTrigger against the emulator."""
+"""OctopusWorkersRegisteredSensor against the emulator: the exact fleet from the inventory, recorded in the ledger."""
 
 from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, TaskDeferred
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout, TaskDeferred
 
+from octopus import ledger
 from octopus.sensors import OctopusWorkersRegisteredSensor, expected_names_from
 from octopus.triggers import OctopusWorkersRegisteredTrigger
 from octopus_emulator.scenario import make_scenario, make_worker
@@ -15,19 +17,27 @@ from octopus_emulator.scenario import make_scenario, make_worker
 POOL = "Local Worker Pool TF"
 FLEET_PLAN = {
     "cloud": "local",
+    "prefix": "t",
     "pool_name": POOL,
     "instance_count": 2,
     "name_prefix": "t-local",
     "initial_space": {"id": "Spaces-1", "name": "Space 001", "pool_id": None},
 }
+CONTEXT = {"dag": SimpleNamespace(dag_id="share_octopus_workers"), "run_id": "manual__1"}
+
+
+def inventory(*names, ids=None):
+    ids = ids or [f"id-{n}" for n in names]
+    return {"cloud": "local", "outputs": {"instances": [{"name": n, "id": i} for n, i in zip(names, ids, strict=True)]}}
 
 
 @pytest.fixture
 def seeded(emulator, monkeypatch):
-    """One space whose pool holds one live fleet worker and one stale record; returns the fleet plan."""
+    """One space whose pool holds a live fleet worker, a stale record and a look-alike; returns the fleet plan."""
     workers = [
         make_worker("t-local-1", pools=[POOL], HealthStatus="Healthy"),
         make_worker("t-local-2", pools=[POOL], HealthStatus="Unavailable"),
+        make_worker("t-local-99", pools=[POOL], HealthStatus="Healthy"),
     ]
     emulator.control.reset(make_scenario(1, [POOL], workers={1: workers}))
     conn = {"conn_type": "http", "host": emulator.url, "password": emulator.api_key}
@@ -36,111 +46,109 @@ def seeded(emulator, monkeypatch):
     return {**FLEET_PLAN, "initial_space": {**FLEET_PLAN["initial_space"], "pool_id": pool_id}}
 
 
-def trigger(plan, **kwargs):
-    kwargs = {"expected_count": 2, "deadline": time.time() + 30, **kwargs}
-    return OctopusWorkersRegisteredTrigger(
-        octopus_conn_id="octopus_default",
-        space_id="Spaces-1",
-        pool_id=plan["initial_space"]["pool_id"],
-        name_prefix="t-local",
-        **kwargs,
+def sensor(plan, store=None, **kwargs):
+    kwargs.setdefault("terraform_output", inventory("t-local-1", "t-local-2"))
+    return OctopusWorkersRegisteredSensor(
+        task_id="wait_for_workers", fleet_plan=plan, ledger_store=store or ledger.MemoryStore(), **kwargs
     )
 
 
-def sensor(plan, **kwargs):
-    return OctopusWorkersRegisteredSensor(task_id="wait_for_workers", fleet_plan=plan, **kwargs)
-
-
-class TestTrigger:
-    def test_serialize_carries_no_secret(self):
-        trigger = OctopusWorkersRegisteredTrigger(
-            octopus_conn_id="octopus_default",
-            space_id="Spaces-1",
-            pool_id="WorkerPools-2",
-            expected_count=2,
-            name_prefix="t-local",
-            deadline=123.0,
-        )
-        classpath, kwargs = trigger.serialize()
-        assert classpath == "octopus.triggers.OctopusWorkersRegisteredTrigger"
-        assert set(kwargs) == {
-            "octopus_conn_id",
-            "space_id",
-            "pool_id",
-            "expected_count",
-            "name_prefix",
-            "expected_names",
-            "poll_interval",
-            "deadline",
-        }
-        assert OctopusWorkersRegisteredTrigger(**kwargs).serialize() == (classpath, kwargs)
-
-    async def test_fires_success_when_enough_live_workers(self, seeded):
-        event = await trigger(seeded, expected_count=1).run().__anext__()
-        assert event.payload["status"] == "success"
-        assert [w["name"] for w in event.payload["seen"]["workers"]] == ["t-local-1"]
-
-    async def test_fires_timeout_listing_what_it_saw(self, seeded):
-        event = await trigger(seeded, deadline=time.time() - 1).run().__anext__()
-        assert event.payload["status"] == "timeout"
-        assert "1 of 2 workers" in event.payload["message"]
-        assert "t-local-2" in event.payload["message"] and "Unavailable" in event.payload["message"]
-
-    async def test_fires_error_when_octopus_refuses(self, seeded, emulator, monkeypatch):
-        bad = {"conn_type": "http", "host": emulator.url, "password": "API-WRONGWRONGWRONG0000000"}
-        monkeypatch.setenv("AIRFLOW_CONN_OCTOPUS_DEFAULT", json.dumps(bad))
-        event = await trigger(seeded).run().__anext__()
-        assert event.payload["status"] == "error" and "401" in event.payload["message"]
-
-
 class TestSensor:
-    def test_poke_not_done_until_instance_count_live_workers(self, seeded):
-        result = sensor(seeded).poke({})
-        assert result.is_done is False
-        assert [w["name"] for w in result.xcom_value["workers"]] == ["t-local-1"]
+    def test_poke_not_done_until_every_inventory_instance_is_live(self, seeded):
+        task = sensor(seeded)
+        assert task.poke(CONTEXT).is_done is False
+        assert task._last_seen["waiting"] == ["t-local-2"]
 
-    def test_poke_done_returns_the_fleet(self, seeded):
-        result = sensor({**seeded, "instance_count": 1}).poke({})
+    def test_look_alike_outside_the_inventory_is_suspicious_and_never_in_the_fleet(self, seeded):
+        task = sensor({**seeded, "instance_count": 1}, terraform_output=inventory("t-local-1"))
+        result = task.poke(CONTEXT)
         assert result.is_done is True
-        (worker,) = result.xcom_value["workers"]
+        assert [w["name"] for w in result.xcom_value["workers"]] == ["t-local-1"]
+        assert [s["name"] for s in task._last_seen["suspicious"]] == ["t-local-2", "t-local-99"]
+
+    def test_done_records_the_fleet_as_a_new_generation_owned_from_now_on(self, seeded):
+        store = ledger.MemoryStore()
+        result = sensor({**seeded, "instance_count": 1}, store, terraform_output=inventory("t-local-1")).poke(CONTEXT)
+        fleet = result.xcom_value
+        (worker,) = fleet["workers"]
         assert set(worker) == {"name", "thumbprint", "uri"} and worker["uri"].startswith("poll://")
-        assert result.xcom_value["space_id"] == "Spaces-1" and result.xcom_value["cloud"] == "local"
+        assert fleet["generation"] == 1 and fleet["space_id"] == "Spaces-1" and fleet["cloud"] == "local"
+        doc = ledger.load(store, "t", "local")
+        assert doc["owned"] == [{"name": "t-local-1", "thumbprint": worker["thumbprint"]}]
+        assert doc["fleet"]["workers"][0]["instance_id"] == "id-t-local-1"
+        assert fleet["owned"] == doc["owned"]
 
-    def test_dry_run_does_not_wait(self, seeded):
-        result = sensor(seeded, dry_run="True").poke({})
+    def test_zero_instances_is_an_empty_fleet_at_once(self, seeded):
+        task = sensor({**seeded, "instance_count": 0}, terraform_output=inventory())
+        result = task.poke(CONTEXT)
+        assert result.is_done is True and result.xcom_value["workers"] == []
+        assert "0 of 0" in task._timeout_message(task._last_seen)
+
+    def test_replaced_instance_waits_for_its_new_registration(self, seeded):
+        store = ledger.MemoryStore()
+        plan = {**seeded, "instance_count": 1}
+        first = sensor(plan, store, terraform_output=inventory("t-local-1", ids=["vm-a"])).poke(CONTEXT)
+        assert first.is_done is True
+        # The instance was replaced (new id) but its old record, same thumbprint, is still Healthy.
+        again = sensor(plan, store, terraform_output=inventory("t-local-1", ids=["vm-b"]))
+        assert again.poke({**CONTEXT, "run_id": "manual__2"}).is_done is False
+        assert "replaced instance" in again._last_seen["ignored"][0]["why"]
+
+    def test_no_inventory_is_a_clear_failure(self, seeded):
+        with pytest.raises(AirflowFailException, match="no 'instances'"):
+            sensor(seeded, terraform_output={"cloud": "local", "outputs": {}}).poke(CONTEXT)
+
+    def test_dry_run_does_not_wait_and_records_nothing(self, seeded):
+        store = ledger.MemoryStore()
+        result = sensor(seeded, store, dry_run="True", terraform_output=None).poke(CONTEXT)
         assert result.is_done is True and result.xcom_value["dry_run"] is True
+        assert store.docs == {}
 
-    def test_deferrable_defers_to_trigger_when_not_ready(self, seeded):
+    def test_deferrable_defers_with_the_fleet_spec(self, seeded):
         task = sensor(seeded, deferrable="True", registration_timeout="60", poll_interval="5")
         with pytest.raises(TaskDeferred) as deferred:
-            task.execute({})
+            task.execute(CONTEXT)
         handed = deferred.value.trigger
         assert isinstance(handed, OctopusWorkersRegisteredTrigger)
-        assert handed.expected_count == 2 and handed.poll_interval == 5
-        assert deferred.value.method_name == "execute_complete"
+        assert handed.fleet_spec["instances"] == inventory("t-local-1", "t-local-2")["outputs"]["instances"]
+        assert handed.poll_interval == 5 and deferred.value.method_name == "execute_complete"
 
-    def test_deferrable_returns_at_once_when_ready(self, seeded):
-        task = sensor({**seeded, "instance_count": 1}, deferrable=True, registration_timeout=60, poll_interval=5)
-        assert [w["name"] for w in task.execute({})["workers"]] == ["t-local-1"]
+    def test_execute_complete_success_reads_again_before_recording(self, seeded, emulator):
+        task = sensor({**seeded, "instance_count": 1}, terraform_output=inventory("t-local-1"))
+        before = emulator.control.counters()["total"]
+        fleet = task.execute_complete(CONTEXT, {"status": "success", "seen": {}})
+        assert [w["name"] for w in fleet["workers"]] == ["t-local-1"]
+        assert emulator.control.counters()["total"] == before + 1
 
     def test_execute_complete_timeout_lists_what_it_saw(self, seeded):
         task = sensor(seeded)
         task.timeout = 60
         seen = {"workers": [{"name": "t-local-1", "thumbprint": "A" * 40, "uri": "poll://x/"}], "ignored": []}
         with pytest.raises(AirflowSensorTimeout, match=r"(?s)1 of 2 workers.*t-local-1"):
-            task.execute_complete({}, {"status": "timeout", "seen": seen})
+            task.execute_complete(CONTEXT, {"status": "timeout", "seen": seen})
 
     def test_execute_complete_error_is_raised(self, seeded):
         with pytest.raises(AirflowException, match="boom"):
-            sensor(seeded).execute_complete({}, {"status": "error", "message": "boom"})
+            sensor(seeded).execute_complete(CONTEXT, {"status": "error", "message": "boom"})
 
     def test_bad_timeout_is_a_clear_error(self, seeded):
         with pytest.raises(AirflowException, match="registration_timeout must be a number"):
-            sensor(seeded, registration_timeout="soon").execute({})
+            sensor(seeded, registration_timeout="soon").execute(CONTEXT)
 
 
 def test_expected_names_from_terraform_output():
-    output = json.dumps({"cloud": "local", "outputs": {"worker_names": ["t-local-1", "t-local-2"]}})
-    assert expected_names_from(output) == ["t-local-1", "t-local-2"]
+    assert expected_names_from(json.dumps(inventory("t-local-1", "t-local-2"))) == ["t-local-1", "t-local-2"]
+    assert expected_names_from({"outputs": {"worker_names": ["a"]}}) == ["a"]
     assert expected_names_from(None) == []
     assert expected_names_from(json.dumps({"outputs": {}})) == []
+
+
+def test_trigger_deadline_in_the_past_times_out():
+    trigger = OctopusWorkersRegisteredTrigger(
+        octopus_conn_id="octopus_default",
+        space_id="Spaces-1",
+        pool_id="WorkerPools-1",
+        fleet_spec={"expected_count": 1, "name_prefix": "t-local", "instances": [], "previous": []},
+        deadline=time.time() - 1,
+    )
+    assert trigger.serialize()[1]["fleet_spec"]["expected_count"] == 1
