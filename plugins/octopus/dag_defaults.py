@@ -1,12 +1,24 @@
-"""Settings both DAGs share: default task arguments and the params that mean the same in each."""
+"""Settings both DAGs share: default task arguments, the trigger form's params, and the share pool.
+
+Every param has a title, a description and a section of the trigger form; the names and values are those
+users' runbooks pass in ``conf``, and each default is defined once (here, or in :mod:`octopus.sharing`).
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from airflow.sdk import Param
 
-from octopus.sharing import DEFAULT_POOL_NAME_TEMPLATE, SUPPORTED_CLOUDS
+from octopus.sharing import (
+    DEFAULT_INSTANCE_COUNT,
+    DEFAULT_NAME_PREFIX,
+    DEFAULT_POOL_NAME_TEMPLATE,
+    NAME_PREFIX_MAX,
+    NAME_PREFIX_PATTERN,
+    SUPPORTED_CLOUDS,
+)
 
 CONN_ID = "octopus_default"
 
@@ -19,15 +31,92 @@ DEFAULT_ARGS = {
 }
 
 
+#: Sections of the trigger form, in display order.
+SECTION_BUILD = "What to build"
+SECTION_SHARE = "Where to share"
+SECTION_ADVANCED = "Advanced"
+
+#: Labels of the clouds in the form's multi-select (the values stay the ids of ``SUPPORTED_CLOUDS``).
+CLOUD_LABELS = {
+    "aws": "AWS",
+    "azure": "Azure",
+    "gcp": "Google Cloud (GCP)",
+    "local": "Local (simulated VMs on the Airflow worker: tests and demos)",
+}
+DEFAULT_CLOUDS = ["aws", "azure", "gcp"]
+
+#: The Airflow pool every ``share_to_space`` task runs in, and the slots the demo creates it with. All share
+#: tasks (of every run) together hold at most that many slots, so at most that many write to Octopus at once.
+SHARE_POOL = "octopus_share"
+SHARE_POOL_SLOTS = 4
+SHARE_POOL_DESCRIPTION = (
+    "share_octopus_workers: share_to_space tasks writing to Octopus at once (they share the API key's rate limit)"
+)
+#: ``max_active_tis_per_dagrun`` of ``share_to_space``: the most share tasks one run has running at once. It is
+#: also the ``concurrency`` their hooks divide the connection's ``max_requests_per_minute`` by.
+SHARE_MAX_ACTIVE_TIS = SHARE_POOL_SLOTS
+
+
+def share_pool_body(slots: int = SHARE_POOL_SLOTS) -> dict[str, Any]:
+    """The share pool as a ``POST /api/v2/pools`` body (``airflow pools set`` takes the same three values)."""
+    return {"name": SHARE_POOL, "slots": slots, "description": SHARE_POOL_DESCRIPTION, "include_deferred": False}
+
+
 def clouds_param(description: str) -> Param:
+    """The clouds, as a multi-select of :data:`SUPPORTED_CLOUDS` (the form offers ``examples``)."""
     return Param(
-        ["aws", "azure", "gcp"],
+        list(DEFAULT_CLOUDS),
         type="array",
         items={"type": "string", "enum": list(SUPPORTED_CLOUDS)},
         minItems=1,
         uniqueItems=True,
+        examples=list(SUPPORTED_CLOUDS),
+        values_display=CLOUD_LABELS,
+        title="Clouds",
         description=description,
+        section=SECTION_BUILD,
     )
+
+
+def instance_count_param() -> Param:
+    defaults = ", ".join(f'"{cloud}": {count}' for cloud, count in DEFAULT_INSTANCE_COUNT.items())
+    return Param(
+        dict(DEFAULT_INSTANCE_COUNT),
+        type="object",
+        properties={
+            cloud: {"type": "integer", "minimum": 0, "maximum": 100, "title": f"{label} workers"}
+            for cloud, label in SUPPORTED_CLOUDS.items()
+        },
+        additionalProperties=False,
+        title="Workers per cloud",
+        description=(
+            "How many workers each selected cloud gets (0-100): Terraform builds this many and the run waits "
+            "for this many. Edit the numbers, e.g. {\"local\": 2}; a cloud left out keeps its default "
+            f"({{{defaults}}}); clouds not selected above are ignored."
+        ),
+        section=SECTION_BUILD,
+    )
+
+
+def name_prefix_param() -> Param:
+    # Short enough for every cloud's naming rules once "-<cloud>" is appended (the modules allow 32 characters).
+    return Param(
+        DEFAULT_NAME_PREFIX,
+        type="string",
+        pattern=NAME_PREFIX_PATTERN.pattern,
+        maxLength=NAME_PREFIX_MAX,
+        title="Name prefix",
+        description=(
+            f"Names this deployment's workers <prefix>-<cloud>-<n> and tells them apart from any other's: "
+            f"lower-case letters, digits and single hyphens, at most {NAME_PREFIX_MAX} characters, no cloud name "
+            "as a part. Use the same prefix to retire them."
+        ),
+        section=SECTION_BUILD,
+    )
+
+
+def dry_run_param(description: str) -> Param:
+    return Param(False, type="boolean", title="Dry run", description=description, section=SECTION_BUILD)
 
 
 def worker_pool_name_param() -> Param:
@@ -36,57 +125,96 @@ def worker_pool_name_param() -> Param:
         type="string",
         minLength=1,
         pattern=r"\{cloud\}",
-        description="Pool name template; {cloud} becomes AWS, Azure, GCP or Local.",
+        title="Worker pool name",
+        description=(
+            "Name of the worker pool, the same in every space; {cloud} becomes AWS, Azure, GCP or Local. "
+            f"Default: {DEFAULT_POOL_NAME_TEMPLATE}."
+        ),
+        section=SECTION_SHARE,
     )
 
 
-def name_prefix_param() -> Param:
-    # Short enough for every cloud's naming rules once "-<cloud>" is appended (the modules allow 32 characters).
+def initial_space_param() -> Param:
     return Param(
-        "octopus-shared",
-        type="string",
-        pattern=r"^[a-z][a-z0-9-]{0,24}$",
-        description="Worker names start with <name_prefix>-<cloud>-.",
+        "",
+        type=["string", "null"],
+        title="Initial space",
+        description=(
+            "Space (name or id) the fleet registers in. Empty: the space pinned on first use (or, on first use, "
+            "the first space holding the pool). Set it to move the fleet deliberately."
+        ),
+        section=SECTION_SHARE,
     )
-
-
-def dry_run_param(description: str) -> Param:
-    return Param(False, type="boolean", description=description)
 
 
 SHARE_PARAMS = {
-    "clouds": clouds_param("Clouds whose fleets to build and share."),
-    "instance_count": Param(
-        {"aws": 2, "azure": 2, "gcp": 2, "local": 3},
-        type="object",
-        properties={cloud: {"type": "integer", "minimum": 0, "maximum": 100} for cloud in SUPPORTED_CLOUDS},
-        additionalProperties=False,
-        description="Workers per cloud: Terraform builds this many and the wait expects this many.",
+    # What to build
+    "clouds": clouds_param("Clouds whose fleets to build and share. Pick one or more."),
+    "instance_count": instance_count_param(),
+    "name_prefix": name_prefix_param(),
+    "dry_run": dry_run_param(
+        "Plan Terraform and compute every share without changing anything: no VMs, no Octopus writes."
     ),
+    # Where to share
     "worker_pool_name": worker_pool_name_param(),
     "target_spaces": Param(
         [],
-        type="array",
+        type=["array", "null"],
         items={"type": "string", "minLength": 1},
-        description="Limit sharing to these spaces (names or ids). Empty: every space that has the pool.",
+        title="Only these spaces",
+        description="Space names or ids, one per line, to share into. Empty: every space that has the pool.",
+        section=SECTION_SHARE,
     ),
-    "dry_run": dry_run_param("Plan Terraform and compute every share; write nothing."),
+    "initial_space": initial_space_param(),
     "prune_stale": Param(
         True,
         type="boolean",
-        description="Remove copies of workers that are no longer in the fleet (shared pools only).",
+        title="Remove stale copies",
+        description=(
+            "Remove this deployment's workers that are no longer in the fleet from the shared pools "
+            "(e.g. yesterday's VMs). Off: only add and repair."
+        ),
+        section=SECTION_SHARE,
     ),
-    "registration_timeout_minutes": Param(20, type="integer", minimum=1, maximum=24 * 60),
-    "poll_interval_seconds": Param(30, type="integer", minimum=1, maximum=3600),
-    "wait_mode": Param("reschedule", type="string", enum=["reschedule", "deferrable"]),
-    "name_prefix": name_prefix_param(),
+    # Advanced
+    "registration_timeout_minutes": Param(
+        20,
+        type="integer",
+        minimum=1,
+        maximum=24 * 60,
+        title="Registration timeout (minutes)",
+        description="How long to wait for a new fleet's workers to register and turn healthy before failing.",
+        section=SECTION_ADVANCED,
+    ),
+    "poll_interval_seconds": Param(
+        30,
+        type="integer",
+        minimum=1,
+        maximum=3600,
+        title="Poll interval (seconds)",
+        description="How often the wait checks Octopus for the fleet's workers.",
+        section=SECTION_ADVANCED,
+    ),
+    "wait_mode": Param(
+        "reschedule",
+        type="string",
+        enum=["reschedule", "deferrable"],
+        values_display={
+            "reschedule": "Reschedule (frees the worker slot between checks)",
+            "deferrable": "Deferrable (the triggerer waits; needs a running triggerer)",
+        },
+        title="Wait mode",
+        description="How the wait for the workers runs between its checks.",
+        section=SECTION_ADVANCED,
+    ),
 }
 
 RETIRE_PARAMS = {
-    "clouds": clouds_param("Clouds whose fleets to remove."),
-    "worker_pool_name": worker_pool_name_param(),
-    "dry_run": dry_run_param("List what would be removed and plan the destroy; change nothing."),
+    "clouds": clouds_param("Clouds whose fleets to remove. Pick one or more."),
     "name_prefix": name_prefix_param(),
+    "dry_run": dry_run_param("List what would be removed and plan the destroy; change nothing."),
+    "worker_pool_name": worker_pool_name_param(),
+    "initial_space": initial_space_param(),
 }
 
 SHARE_DESCRIPTION = "Build worker fleets with Terraform and share them into every space's worker pool"
