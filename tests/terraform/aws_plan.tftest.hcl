@@ -12,6 +12,26 @@ mock_provider "aws" {
       json = "{}"
     }
   }
+  mock_resource "aws_iam_instance_profile" {
+    defaults = {
+      arn = "arn:aws:iam::123456789012:instance-profile/octo-w-1"
+    }
+  }
+  mock_resource "aws_autoscaling_group" {
+    defaults = {
+      arn = "arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:11111111-2222-3333-4444-555555555555:autoScalingGroupName/octo-w"
+    }
+  }
+  mock_resource "aws_launch_template" {
+    defaults = {
+      id = "lt-0123456789abcdef0"
+    }
+  }
+  mock_data "aws_instances" {
+    defaults = {
+      ids = ["i-0bbb2222222222222", "i-0aaa1111111111111"]
+    }
+  }
 }
 
 variables {
@@ -24,20 +44,119 @@ variables {
   subnet_ids         = ["subnet-0abc", "subnet-0def"]
 }
 
-run "user_data_is_the_rendered_bootstrap_with_the_secret_reference_only" {
+run "user_data_is_the_gzipped_rendered_bootstrap_with_the_secret_reference_only" {
   command = plan
 
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.worker.user_data), "register-worker")
-    error_message = "user data is not the rendered configure-tentacle.sh"
+    condition     = aws_launch_template.worker.user_data == base64gzip(templatefile(local.bootstrap_template, local.bootstrap_vars))
+    error_message = "user data is not the gzipped, rendered configure-tentacle.sh"
   }
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.worker.user_data), base64encode(var.api_key_secret_arn))
-    error_message = "user data does not carry the secret ARN"
+    condition     = local.bootstrap_vars.secret_ref == var.api_key_secret_arn && local.bootstrap_vars.secret_store == "aws-secretsmanager"
+    error_message = "a secretsmanager ARN must select the aws-secretsmanager store and carry only the ARN"
   }
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.worker.user_data), base64encode("aws-secretsmanager"))
-    error_message = "a secretsmanager ARN must select the aws-secretsmanager store"
+    condition     = aws_launch_template.worker.network_interfaces[0].associate_public_ip_address == "false"
+    error_message = "instances must get no public IP unless asked"
+  }
+}
+
+run "self_hosted_server_is_polled_on_its_host_at_10943" {
+  command = plan
+
+  assert {
+    condition     = output.server_comms_addresses == tolist(["https://octopus.example.com:10943"])
+    error_message = "a self-hosted server is polled on its own host, port 10943"
+  }
+}
+
+run "octopus_cloud_is_polled_on_its_polling_host_at_443" {
+  command = plan
+
+  variables {
+    octopus_server_url = "https://Acme.octopus.app"
+  }
+
+  assert {
+    condition     = output.server_comms_addresses == tolist(["https://polling.acme.octopus.app:443"])
+    error_message = "an Octopus Cloud instance is polled on polling.<instance>.octopus.app:443"
+  }
+}
+
+run "explicit_address_and_port_win" {
+  command = plan
+
+  variables {
+    octopus_server_url   = "https://acme.octopus.app"
+    server_comms_address = "tentacles.example.net"
+    server_comms_port    = 10943
+  }
+
+  assert {
+    condition     = output.server_comms_addresses == tolist(["https://tentacles.example.net:10943"])
+    error_message = "server_comms_address and server_comms_port override the computed defaults"
+  }
+}
+
+run "ha_cluster_lists_every_node_first_one_registers" {
+  command = plan
+
+  variables {
+    server_comms_addresses = ["node1.example.com", "https://node2.example.com:10944", "node1.example.com:10943"]
+  }
+
+  assert {
+    condition     = output.server_comms_addresses == tolist(["https://node1.example.com:10943", "https://node2.example.com:10944"])
+    error_message = "every HA node once, each with its port, the first one first"
+  }
+}
+
+run "rejects_a_comms_address_with_a_path" {
+  command = plan
+
+  variables {
+    server_comms_address = "https://node1.example.com/polling"
+  }
+
+  expect_failures = [var.server_comms_address]
+}
+
+run "space_names_with_characters_aws_tags_refuse_are_sanitised" {
+  command = plan
+
+  variables {
+    octopus_space_name = "R&D"
+    worker_pool_name   = "Team (EU) Pool #1"
+    tags               = { "cost-center" = "Ops, EU" }
+  }
+
+  assert {
+    condition     = local.tags["octopus:space"] == "R_D" && local.tags["octopus:workerpool"] == "Team _EU_ Pool _1" && local.tags["cost-center"] == "Ops_ EU"
+    error_message = "tag values must keep only letters, digits, spaces and _ . : / = + - @"
+  }
+  assert {
+    condition     = alltrue([for t in aws_autoscaling_group.workers.tag : can(regex("^[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*$", t.value))])
+    error_message = "every tag the group propagates must be a valid AWS tag value"
+  }
+}
+
+run "inventory_names_each_running_instance_as_it_registers" {
+  command = apply
+
+  assert {
+    condition = output.instances == [
+      { name = "octo-w-i-0aaa1111111111111", id = "i-0aaa1111111111111" },
+      { name = "octo-w-i-0bbb2222222222222", id = "i-0bbb2222222222222" },
+    ]
+    error_message = "instances must list every running instance of the group with its worker name"
+  }
+  assert {
+    condition     = output.worker_names == ["octo-w-i-0aaa1111111111111", "octo-w-i-0bbb2222222222222"]
+    error_message = "worker_names are the names of instances"
+  }
+  assert {
+    condition     = data.aws_instances.workers.instance_tags["aws:autoscaling:groupName"] == "octo-w" && data.aws_instances.workers.instance_state_names == toset(["running"])
+    error_message = "the inventory reads the group's running instances"
   }
 }
 
@@ -49,7 +168,7 @@ run "group_is_sized_to_instance_count_and_outputs_follow_the_contract" {
     error_message = "the autoscaling group must hold exactly instance_count instances"
   }
   assert {
-    condition     = output.instance_count == 3 && output.name_prefix == "octo-w" && length(output.worker_names) == 0
+    condition     = output.instance_count == 3 && output.name_prefix == "octo-w"
     error_message = "contract outputs are wrong"
   }
   assert {
@@ -66,7 +185,7 @@ run "ssm_parameter_arn_selects_ssm_and_its_read_permission" {
   }
 
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.worker.user_data), base64encode("aws-ssm"))
+    condition     = local.bootstrap_vars.secret_store == "aws-ssm"
     error_message = "an SSM parameter ARN must select the aws-ssm store"
   }
   assert {

@@ -7,6 +7,8 @@ the verb to calls.jsonl, which keeps the global order. The secret stores serve t
 $SHIM_STATE/secret-value, never an environment variable, so the script's environment never holds the key.
 
 Fault injection: SHIM_FAIL="tool" or "tool=substring-of-argv"; SHIM_FAIL_TIMES=N fails only the first N matches.
+Signing keys: each downloaded key names the fingerprint its publisher uses (KEY_FINGERPRINTS), which
+`gpg --show-keys --with-colons` reports; SHIM_KEY_FINGERPRINT replaces it (a tampered or rotated key).
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ GCP_TOKEN = "gcp-access-token"
 AWS_INSTANCE_ID = "i-0abc123def4567890"
 AZURE_COMPUTE = {"name": "octo-w_3", "vmId": "1a2b3c4d-5e6f-7a8b-9c0d-112233445566"}
 GCP_INSTANCE_NAME = "octo-w-x7k2"
+KEY_FINGERPRINTS = {
+    "apt.octopus.com": "DF4235AA125D66D3938B0377896C79DABCE1F8D1",
+    "download.docker.com": "9DC858229FC7DD38854AE2D88D81803C0EBFCD88",
+    "packages.microsoft.com": "BC528686B50D79E339D3721CEB3E94ADBE1229CF",
+}
 
 
 def record(path: str, entry: dict) -> None:
@@ -114,7 +121,9 @@ def curl(argv: list[str]) -> int:
         data = binascii.b2a_base64(api_key().encode(), newline=False).decode()
         return reply(json.dumps({"name": url, "payload": {"data": data}}))
     if url.endswith((".key", "/gpg", ".asc")):
-        return reply("-----BEGIN PGP PUBLIC KEY BLOCK-----\nfake\n-----END PGP PUBLIC KEY BLOCK-----\n")
+        host = url.split("/")[2]
+        fpr = os.environ.get("SHIM_KEY_FINGERPRINT") or KEY_FINGERPRINTS[host]
+        return reply(f"-----BEGIN PGP PUBLIC KEY BLOCK-----\nfake {fpr}\n-----END PGP PUBLIC KEY BLOCK-----\n")
     sys.stderr.write(f"curl shim: no route for {url}\n")
     return 7
 
@@ -165,6 +174,10 @@ def main() -> int:
         return apt_get(argv)
     if tool == "Tentacle":
         return tentacle(argv)
+    if tool == "gpg" and "--show-keys" in argv:
+        fpr = read(argv[-1]).split("fake ", 1)[1].split()[0]
+        sys.stdout.write(f"pub:-:4096:1:{fpr[-16:]}:1500000000:::-:::scESC::::::23::0:\nfpr:::::::::{fpr}:\n")
+        return 0
     if tool == "gpg":
         write(option(argv, "-o"), "dearmored keyring\n")
         return 0

@@ -22,9 +22,10 @@ SCRIPT = REPO / "include" / "configure-tentacle.sh"
 CONTRACT = TF_ROOT / "contract.json"
 CLOUD_MODULES = ("aws", "azure", "gcp")
 SHIM_SOURCE = Path(__file__).with_name("shim.py")
-SHIMMED_TOOLS = ("curl", "apt-get", "gpg", "systemctl", "docker", "dpkg", "snap", "aws", "az", "gcloud", "Tentacle")
+SHIMMED_TOOLS = ("curl", "apt-get", "gpg", "systemctl", "docker", "dpkg", "snap", "aws", "az", "gcloud", "Tentacle",
+                 "iptables")
 # Real tools the script may use; anything else is "command not found" in the sandbox.
-REAL_TOOLS = ("base64", "cat", "chmod", "cut", "date", "dirname", "flock", "install", "mkdir", "mktemp", "rm",
+REAL_TOOLS = ("awk", "base64", "cat", "chmod", "cut", "date", "dirname", "flock", "install", "mkdir", "mktemp", "rm",
               "sleep", "tr")
 TEST_KEY = "API-SANDBOX0TEST0KEY0DO0NOT0LEAK"
 
@@ -102,7 +103,10 @@ BASE_VARS = {
     "worker_pool_name": "Shared Linux Pool",
     "machine_policy_name": "Default Machine Policy",
     "name_prefix": "octo-w",
-    "server_comms_port": 10943,
+    "server_comms_addresses": ["https://octopus.example.com:10943"],
+    "secret_read_timeout_seconds": 600,
+    "health_check_port": 8095,
+    "octopus_apt_key_fingerprints": ["DF4235AA125D66D3938B0377896C79DABCE1F8D1"],
     "tentacle_version": "",
     "install_docker": True,
     "install_powershell": True,
@@ -136,6 +140,12 @@ VARIANTS = {
     "pinned": {**BASE_VARS, **STORES["aws-secretsmanager"], "tentacle_version": "8.3.2700"},
     "hostile": {**BASE_VARS, **STORES["aws-secretsmanager"], "octopus_space_name": HOSTILE_SPACE},
     "bad-url": {**BASE_VARS, **STORES["aws-secretsmanager"], "octopus_server_url": "octopus.example.com"},
+    "cloud-443": {**BASE_VARS, **STORES["aws-secretsmanager"], "octopus_server_url": "https://acme.octopus.app",
+                  "server_comms_addresses": ["https://polling.acme.octopus.app:443"]},
+    "ha": {**BASE_VARS, **STORES["azure-keyvault"], "server_comms_addresses": [
+        "https://node1.example.com:10943", "https://node2.example.com:10943", "https://node3.example.com:10943"]},
+    "gcp-no-tooling": {**BASE_VARS, **STORES["gcp-secretmanager"], "install_docker": False, "install_powershell": False,
+               "worker_tools_image": ""},
 }
 
 
@@ -201,6 +211,7 @@ class Sandbox:
             "OCTOPUS_BOOTSTRAP_ROOT": str(self.root),
             "OCTOPUS_BOOTSTRAP_RETRY_DELAY": "0",
             "OCTOPUS_BOOTSTRAP_ATTEMPTS": "3",
+            "OCTOPUS_BOOTSTRAP_SECRET_BUDGET": "1",
             **env_extra,
         }
         done = subprocess.run([shutil.which("bash"), str(path)], cwd=self.base, env=env, capture_output=True,

@@ -5,28 +5,49 @@ locals {
   secret_region    = local.secret_arn_parts[3]
   secret_store     = local.secret_service == "ssm" ? "aws-ssm" : "aws-secretsmanager"
 
-  tags = merge(var.tags, {
+  # AWS tag keys and values allow only letters, digits, spaces and _ . : / = + - @ (a space named "R&D" or
+  # "Team (EU)" would fail the apply): anything else becomes "_", and keys/values are cut to 128/256 characters.
+  tag_forbidden = "/[^\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]/"
+  tags = { for k, v in merge(var.tags, {
     "octopus:fleet"      = var.name_prefix
     "octopus:space"      = var.octopus_space_name
     "octopus:workerpool" = var.worker_pool_name
-  })
+  }) : substr(replace(k, local.tag_forbidden, "_"), 0, 128) => substr(replace(v, local.tag_forbidden, "_"), 0, 256) }
+
+  # Polling address: Octopus Cloud (<instance>.octopus.app) takes polling Tentacles on
+  # polling.<instance>.octopus.app:443 (Tentacle >= 6.3.417) besides 10943, which firewalls often block.
+  server_host      = lower(regex("^https?://([^/:?#]+)", var.octopus_server_url)[0])
+  octopus_cloud    = endswith(local.server_host, ".octopus.app")
+  comms_port       = coalesce(var.server_comms_port, local.octopus_cloud ? 443 : 10943)
+  comms_address_re = "^(?:https://)?([A-Za-z0-9.-]+)(?::([0-9]+))?/?$"
+  comms_nodes      = [for a in var.server_comms_addresses : regex(local.comms_address_re, a)]
+  comms_default    = [local.octopus_cloud ? "polling.${local.server_host}" : local.server_host, null]
+  comms_primary = (var.server_comms_address != null ? regex(local.comms_address_re, var.server_comms_address)
+  : length(local.comms_nodes) > 0 ? local.comms_nodes[0] : local.comms_default)
+  # The first registers the worker; every further one is another HA node the Tentacle polls (poll-server).
+  server_comms_addresses = distinct([
+    for a in concat([local.comms_primary], local.comms_nodes) : "https://${lower(a[0])}:${coalesce(a[1], local.comms_port)}"
+  ])
 
   bootstrap_template = coalesce(var.bootstrap_script_path, "${path.module}/../../configure-tentacle.sh")
   # Every placeholder of configure-tentacle.sh; the same keys in every cloud module. No secret: only its ARN.
   bootstrap_vars = {
-    octopus_server_url  = var.octopus_server_url
-    octopus_space_name  = var.octopus_space_name
-    worker_pool_name    = var.worker_pool_name
-    machine_policy_name = var.machine_policy_name
-    name_prefix         = var.name_prefix
-    server_comms_port   = var.server_comms_port
-    secret_store        = local.secret_store
-    secret_ref          = var.api_key_secret_arn
-    azure_client_id     = ""
-    tentacle_version    = var.tentacle_version
-    install_docker      = var.install_docker
-    install_powershell  = var.install_powershell
-    worker_tools_image  = var.worker_tools_image
+    octopus_server_url           = var.octopus_server_url
+    octopus_space_name           = var.octopus_space_name
+    worker_pool_name             = var.worker_pool_name
+    machine_policy_name          = var.machine_policy_name
+    name_prefix                  = var.name_prefix
+    server_comms_addresses       = local.server_comms_addresses
+    secret_read_timeout_seconds  = var.secret_read_timeout_minutes * 60
+    health_check_port            = 0 # AWS: the instance reports itself to the group (set-instance-health)
+    octopus_apt_key_fingerprints = var.octopus_apt_key_fingerprints
+    secret_store                 = local.secret_store
+    secret_ref                   = var.api_key_secret_arn
+    azure_client_id              = ""
+    tentacle_version             = var.tentacle_version
+    install_docker               = var.install_docker
+    install_powershell           = var.install_powershell
+    worker_tools_image           = var.worker_tools_image
   }
 }
 
@@ -76,6 +97,22 @@ resource "aws_iam_role_policy" "read_api_key" {
   policy = data.aws_iam_policy_document.read_api_key.json
 }
 
+# An instance whose bootstrap fails marks itself unhealthy, so the group replaces it instead of keeping a VM
+# that passes its EC2 checks and never appears in Octopus.
+data "aws_iam_policy_document" "report_health" {
+  statement {
+    sid       = "ReportOwnHealthToTheFleet"
+    actions   = ["autoscaling:SetInstanceHealth"]
+    resources = [aws_autoscaling_group.workers.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "report_health" {
+  name   = "report-octopus-worker-health"
+  role   = aws_iam_role.worker.id
+  policy = data.aws_iam_policy_document.report_health.json
+}
+
 resource "aws_iam_instance_profile" "worker" {
   name_prefix = "${var.name_prefix}-"
   role        = aws_iam_role.worker.name
@@ -115,8 +152,15 @@ resource "aws_launch_template" "worker" {
   image_id               = var.ami_id
   instance_type          = var.instance_type
   update_default_version = true
-  vpc_security_group_ids = length(var.security_group_ids) > 0 ? var.security_group_ids : aws_security_group.worker[*].id
-  user_data              = base64encode(templatefile(local.bootstrap_template, local.bootstrap_vars))
+  # gzip: cloud-init unpacks it, and it leaves headroom under EC2's 16 KB user data limit.
+  user_data = base64gzip(templatefile(local.bootstrap_template, local.bootstrap_vars))
+
+  network_interfaces {
+    device_index                = 0
+    associate_public_ip_address = var.associate_public_ip_address
+    delete_on_termination       = true
+    security_groups             = length(var.security_group_ids) > 0 ? var.security_group_ids : aws_security_group.worker[*].id
+  }
 
   iam_instance_profile {
     arn = aws_iam_instance_profile.worker.arn
@@ -192,4 +236,23 @@ resource "aws_autoscaling_group" "workers" {
       propagate_at_launch = true
     }
   }
+}
+
+# ---- Inventory: the instances the group runs now (read after the group has its capacity) ----
+
+data "aws_instances" "workers" {
+  instance_tags = {
+    "aws:autoscaling:groupName" = aws_autoscaling_group.workers.name
+  }
+  instance_state_names = ["running"]
+
+  depends_on = [aws_autoscaling_group.workers]
+}
+
+locals {
+  # Each instance registers as <name_prefix>-<instance id> (configure-tentacle.sh derives it from IMDS the same way).
+  instances = [for id in sort(data.aws_instances.workers.ids) : {
+    name = replace(lower("${var.name_prefix}-${id}"), "/[^a-z0-9-]/", "-")
+    id   = id
+  }]
 }

@@ -4,7 +4,7 @@ terraform {
   required_providers {
     aws = {
       source  = "hashicorp/aws"
-      version = ">= 5.100, < 7.0" # 6.x is current; 5.100 is the last 5.x (see ../README.md)
+      version = ">= 5.100, < 7.0" # 5.100: the offline test mirror; 6.x: current (see README.md)
     }
   }
   # No backend block: include/terraform-fleet.sh writes backend_override.tf (local state by default, or the

@@ -13,22 +13,44 @@ locals {
     "octopus-workerpool" = var.worker_pool_name
   })
 
+  # Polling address: Octopus Cloud (<instance>.octopus.app) takes polling Tentacles on
+  # polling.<instance>.octopus.app:443 (Tentacle >= 6.3.417) besides 10943, which firewalls often block.
+  server_host      = lower(regex("^https?://([^/:?#]+)", var.octopus_server_url)[0])
+  octopus_cloud    = endswith(local.server_host, ".octopus.app")
+  comms_port       = coalesce(var.server_comms_port, local.octopus_cloud ? 443 : 10943)
+  comms_address_re = "^(?:https://)?([A-Za-z0-9.-]+)(?::([0-9]+))?/?$"
+  comms_nodes      = [for a in var.server_comms_addresses : regex(local.comms_address_re, a)]
+  comms_default    = [local.octopus_cloud ? "polling.${local.server_host}" : local.server_host, null]
+  comms_primary = (var.server_comms_address != null ? regex(local.comms_address_re, var.server_comms_address)
+  : length(local.comms_nodes) > 0 ? local.comms_nodes[0] : local.comms_default)
+  # The first registers the worker; every further one is another HA node the Tentacle polls (poll-server).
+  server_comms_addresses = distinct([
+    for a in concat([local.comms_primary], local.comms_nodes) : "https://${lower(a[0])}:${coalesce(a[1], local.comms_port)}"
+  ])
+
+  # Instance repair waits this long after a VM starts before acting on its health: the bootstrap's secret budget
+  # plus the installs (ISO 8601, 10-90 minutes).
+  repair_grace_minutes = min(90, max(30, var.secret_read_timeout_minutes + 20))
+
   bootstrap_template = coalesce(var.bootstrap_script_path, "${path.module}/../../configure-tentacle.sh")
   # Every placeholder of configure-tentacle.sh; the same keys in every cloud module. No secret: only its URL.
   bootstrap_vars = {
-    octopus_server_url  = var.octopus_server_url
-    octopus_space_name  = var.octopus_space_name
-    worker_pool_name    = var.worker_pool_name
-    machine_policy_name = var.machine_policy_name
-    name_prefix         = var.name_prefix
-    server_comms_port   = var.server_comms_port
-    secret_store        = "azure-keyvault"
-    secret_ref          = local.secret_url
-    azure_client_id     = azurerm_user_assigned_identity.worker.client_id
-    tentacle_version    = var.tentacle_version
-    install_docker      = var.install_docker
-    install_powershell  = var.install_powershell
-    worker_tools_image  = var.worker_tools_image
+    octopus_server_url           = var.octopus_server_url
+    octopus_space_name           = var.octopus_space_name
+    worker_pool_name             = var.worker_pool_name
+    machine_policy_name          = var.machine_policy_name
+    name_prefix                  = var.name_prefix
+    server_comms_addresses       = local.server_comms_addresses
+    secret_read_timeout_seconds  = var.secret_read_timeout_minutes * 60
+    health_check_port            = var.health_check_port
+    octopus_apt_key_fingerprints = var.octopus_apt_key_fingerprints
+    secret_store                 = "azure-keyvault"
+    secret_ref                   = local.secret_url
+    azure_client_id              = azurerm_user_assigned_identity.worker.client_id
+    tentacle_version             = var.tentacle_version
+    install_docker               = var.install_docker
+    install_powershell           = var.install_powershell
+    worker_tools_image           = var.worker_tools_image
   }
 }
 
@@ -108,6 +130,28 @@ resource "azurerm_linux_virtual_machine_scale_set" "workers" {
 
   boot_diagnostics {}
 
+  # No zombie VMs: the Application Health extension reads the VM's health endpoint (on 127.0.0.1), which only
+  # answers 200 once the worker is registered and its Tentacle runs; unhealthy VMs are replaced after the grace period.
+  extension {
+    name                       = "HealthExtension"
+    publisher                  = "Microsoft.ManagedServices"
+    type                       = "ApplicationHealthLinux"
+    type_handler_version       = "2.0"
+    auto_upgrade_minor_version = true
+    settings = jsonencode({
+      protocol          = "http"
+      port              = var.health_check_port
+      requestPath       = "/healthz"
+      intervalInSeconds = 30
+      numberOfProbes    = 3
+    })
+  }
+
+  automatic_instance_repair {
+    enabled      = true
+    grace_period = "PT${local.repair_grace_minutes}M"
+  }
+
   tags = local.tags
 
   lifecycle {
@@ -122,4 +166,21 @@ resource "azurerm_linux_virtual_machine_scale_set" "workers" {
   }
 
   depends_on = [azurerm_role_assignment.read_api_key]
+}
+
+# ---- Inventory: the VMs the scale set runs now (read after the scale set) ----
+
+data "azurerm_virtual_machine_scale_set" "workers" {
+  name                = azurerm_linux_virtual_machine_scale_set.workers.name
+  resource_group_name = data.azurerm_resource_group.fleet.name
+
+  depends_on = [azurerm_linux_virtual_machine_scale_set.workers]
+}
+
+locals {
+  # configure-tentacle.sh names each VM the same way from IMDS: <prefix>-<VMSS instance id>-<vmId[:8]>.
+  instances = [for i in data.azurerm_virtual_machine_scale_set.workers.instances : {
+    name = replace(lower("${var.name_prefix}-${i.instance_id}-${substr(i.virtual_machine_id, 0, 8)}"), "/[^a-z0-9-]/", "-")
+    id   = lower(i.virtual_machine_id)
+  }]
 }

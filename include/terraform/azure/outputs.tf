@@ -26,8 +26,18 @@ output "octopus_space_name" {
 }
 
 output "worker_names" {
-  description = "Empty: Azure names instances itself; each worker registers as <name_prefix>-<VMSS instance id>-<first 8 of vmId>."
-  value       = []
+  description = "Names of the workers the scale set runs now: <name_prefix>-<VMSS instance id>-<first 8 of vmId>, the names they register with."
+  value       = [for i in local.instances : i.name]
+}
+
+output "instances" {
+  description = "The VMs the scale set runs now: name (the worker name it registers with) and id (the VM's vmId, new for every replacement)."
+  value       = local.instances
+}
+
+output "server_comms_addresses" {
+  description = "Polling addresses of the workers: the first registers, every further one is an HA node they also poll."
+  value       = local.server_comms_addresses
 }
 
 output "worker_name_prefix" {

@@ -164,8 +164,8 @@ variable "os_disk_storage_account_type" {
 
 variable "encryption_at_host_enabled" {
   type        = bool
-  default     = false
-  description = "Encrypt temp disks and caches at the host (needs the EncryptionAtHost feature on the subscription)."
+  default     = true
+  description = "Encrypt temp disks, caches and the OS disk's data flows at the host. Needs the Microsoft.Compute/EncryptionAtHost feature registered on the subscription; set false where it is not."
 }
 
 variable "zones" {
@@ -182,14 +182,69 @@ variable "tags" {
 
 # Bootstrap (include/configure-tentacle.sh) settings, the same in every cloud module.
 
-variable "server_comms_port" {
-  type        = number
-  default     = 10943
-  description = "The Octopus Server's polling (comms) port (register-worker --server-comms-port)."
+variable "server_comms_address" {
+  type        = string
+  default     = null
+  description = "Polling (comms) address the workers register with (register-worker --server-comms-address): a host, host:port or https://host[:port]. Null: polling.<instance>.octopus.app for an Octopus Cloud server URL (*.octopus.app), else the server URL's host."
 
   validation {
-    condition     = var.server_comms_port >= 1 && var.server_comms_port <= 65535 && floor(var.server_comms_port) == var.server_comms_port
-    error_message = "server_comms_port must be a whole number between 1 and 65535."
+    condition     = var.server_comms_address == null ? true : can(regex("^(https://)?[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$", var.server_comms_address))
+    error_message = "server_comms_address must be a host name, host:port or https://host[:port], e.g. polling.my-instance.octopus.app."
+  }
+}
+
+variable "server_comms_port" {
+  type        = number
+  default     = null
+  description = "The Octopus Server's polling (comms) port, for addresses without one. Null: 443 for an Octopus Cloud server URL (*.octopus.app; Tentacle >= 6.3.417), else 10943."
+
+  validation {
+    condition     = var.server_comms_port == null ? true : (var.server_comms_port >= 1 && var.server_comms_port <= 65535 && floor(var.server_comms_port) == var.server_comms_port)
+    error_message = "server_comms_port must be null or a whole number between 1 and 65535."
+  }
+}
+
+variable "server_comms_addresses" {
+  type        = list(string)
+  default     = []
+  description = "High availability: the polling address of every node of the Octopus cluster (host, host:port or https://host[:port]). The workers register through the first (or server_comms_address) and poll every one (poll-server), or tasks queued on the other nodes never reach them. Empty: one node."
+
+  validation {
+    condition     = alltrue([for a in var.server_comms_addresses : can(regex("^(https://)?[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$", a))])
+    error_message = "server_comms_addresses must list host names, host:port or https://host[:port] values, one per Octopus node."
+  }
+}
+
+variable "secret_read_timeout_minutes" {
+  type        = number
+  default     = 10
+  description = "How long a booting VM keeps retrying to read the API key secret (identity and IAM grants can take minutes to propagate on a first apply); then the bootstrap fails and the VM reports itself unhealthy."
+
+  validation {
+    condition     = var.secret_read_timeout_minutes >= 1 && var.secret_read_timeout_minutes <= 45 && floor(var.secret_read_timeout_minutes) == var.secret_read_timeout_minutes
+    error_message = "secret_read_timeout_minutes must be a whole number of minutes between 1 and 45."
+  }
+}
+
+variable "octopus_apt_key_fingerprints" {
+  type        = list(string)
+  default     = ["DF4235AA125D66D3938B0377896C79DABCE1F8D1"]
+  description = "Accepted fingerprints of the Octopus apt signing key (https://apt.octopus.com/public.key); the bootstrap refuses any other key. Add the new one here when Octopus rotates its key."
+
+  validation {
+    condition     = length(var.octopus_apt_key_fingerprints) > 0 && alltrue([for f in var.octopus_apt_key_fingerprints : can(regex("^[0-9A-F]{40}$", f))])
+    error_message = "octopus_apt_key_fingerprints must list 40-hex-digit uppercase OpenPGP fingerprints (no spaces)."
+  }
+}
+
+variable "health_check_port" {
+  type        = number
+  default     = 8095
+  description = "Port of the VM's health endpoint (GET /healthz: 200 while the Tentacle service runs), which the cloud's instance repair probes. It only listens once the worker is registered."
+
+  validation {
+    condition     = var.health_check_port >= 1024 && var.health_check_port <= 65535 && floor(var.health_check_port) == var.health_check_port
+    error_message = "health_check_port must be a whole number between 1024 and 65535."
   }
 }
 

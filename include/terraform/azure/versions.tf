@@ -4,7 +4,7 @@ terraform {
   required_providers {
     azurerm = {
       source  = "hashicorp/azurerm"
-      version = "~> 4.0"
+      version = ">= 4.55, < 6.0" # 4.55: the schema the tests check; 5.x: current (see README.md)
     }
   }
   # No backend block: include/terraform-fleet.sh writes backend_override.tf (local state by default, or the

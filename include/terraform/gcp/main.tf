@@ -6,22 +6,43 @@ locals {
     "octopus-fleet" = var.name_prefix
   })
 
+  # Polling address: Octopus Cloud (<instance>.octopus.app) takes polling Tentacles on
+  # polling.<instance>.octopus.app:443 (Tentacle >= 6.3.417) besides 10943, which firewalls often block.
+  server_host      = lower(regex("^https?://([^/:?#]+)", var.octopus_server_url)[0])
+  octopus_cloud    = endswith(local.server_host, ".octopus.app")
+  comms_port       = coalesce(var.server_comms_port, local.octopus_cloud ? 443 : 10943)
+  comms_address_re = "^(?:https://)?([A-Za-z0-9.-]+)(?::([0-9]+))?/?$"
+  comms_nodes      = [for a in var.server_comms_addresses : regex(local.comms_address_re, a)]
+  comms_default    = [local.octopus_cloud ? "polling.${local.server_host}" : local.server_host, null]
+  comms_primary = (var.server_comms_address != null ? regex(local.comms_address_re, var.server_comms_address)
+  : length(local.comms_nodes) > 0 ? local.comms_nodes[0] : local.comms_default)
+  # The first registers the worker; every further one is another HA node the Tentacle polls (poll-server).
+  server_comms_addresses = distinct([
+    for a in concat([local.comms_primary], local.comms_nodes) : "https://${lower(a[0])}:${coalesce(a[1], local.comms_port)}"
+  ])
+
+  # Auto-healing waits this long after a VM starts: the bootstrap's secret budget plus the installs (max 3600 s).
+  healing_delay_seconds = min(3600, var.secret_read_timeout_minutes * 60 + 900)
+
   bootstrap_template = coalesce(var.bootstrap_script_path, "${path.module}/../../configure-tentacle.sh")
   # Every placeholder of configure-tentacle.sh; the same keys in every cloud module. No secret: only its name.
   bootstrap_vars = {
-    octopus_server_url  = var.octopus_server_url
-    octopus_space_name  = var.octopus_space_name
-    worker_pool_name    = var.worker_pool_name
-    machine_policy_name = var.machine_policy_name
-    name_prefix         = var.name_prefix
-    server_comms_port   = var.server_comms_port
-    secret_store        = "gcp-secretmanager"
-    secret_ref          = "${local.secret_name}/versions/${var.api_key_secret_version}"
-    azure_client_id     = ""
-    tentacle_version    = var.tentacle_version
-    install_docker      = var.install_docker
-    install_powershell  = var.install_powershell
-    worker_tools_image  = var.worker_tools_image
+    octopus_server_url           = var.octopus_server_url
+    octopus_space_name           = var.octopus_space_name
+    worker_pool_name             = var.worker_pool_name
+    machine_policy_name          = var.machine_policy_name
+    name_prefix                  = var.name_prefix
+    server_comms_addresses       = local.server_comms_addresses
+    secret_read_timeout_seconds  = var.secret_read_timeout_minutes * 60
+    health_check_port            = var.health_check_port
+    octopus_apt_key_fingerprints = var.octopus_apt_key_fingerprints
+    secret_store                 = "gcp-secretmanager"
+    secret_ref                   = "${local.secret_name}/versions/${var.api_key_secret_version}"
+    azure_client_id              = ""
+    tentacle_version             = var.tentacle_version
+    install_docker               = var.install_docker
+    install_powershell           = var.install_powershell
+    worker_tools_image           = var.worker_tools_image
   }
 }
 
@@ -41,16 +62,23 @@ resource "google_secret_manager_secret_iam_member" "read_api_key" {
 
 # ---- Health check for auto-healing ----
 
+# No zombie VMs: the VM's health endpoint answers 200 only once the worker is registered and its Tentacle runs
+# (configure-tentacle.sh), so a VM whose bootstrap failed is recreated instead of passing an sshd check forever.
 resource "google_compute_health_check" "worker" {
-  name                = "${var.name_prefix}-ssh"
-  description         = "Octopus workers ${var.name_prefix}: VM is up (sshd answers)"
+  name                = "${var.name_prefix}-tentacle"
+  description         = "Octopus workers ${var.name_prefix}: registered and the Tentacle service runs"
   check_interval_sec  = 30
   timeout_sec         = 10
   healthy_threshold   = 1
   unhealthy_threshold = 4
 
-  tcp_health_check {
-    port = 22
+  http_health_check {
+    port         = var.health_check_port
+    request_path = "/healthz"
+  }
+
+  lifecycle {
+    create_before_destroy = true # the group still uses the old check while it is replaced
   }
 }
 
@@ -69,7 +97,7 @@ resource "google_compute_firewall" "health_check" {
 
   allow {
     protocol = "tcp"
-    ports    = ["22"]
+    ports    = [tostring(var.health_check_port)]
   }
 }
 
@@ -145,7 +173,9 @@ resource "google_compute_region_instance_group_manager" "workers" {
   region             = local.region
   base_instance_name = var.name_prefix # instances get a random suffix: <name_prefix>-abcd, never reused
   target_size        = var.instance_count
-  wait_for_instances = false
+  # Apply returns once the group is stable, so the inventory below reads the instances it really runs.
+  wait_for_instances        = true
+  wait_for_instances_status = "STABLE"
 
   version {
     name              = "primary"
@@ -154,7 +184,7 @@ resource "google_compute_region_instance_group_manager" "workers" {
 
   auto_healing_policies {
     health_check      = google_compute_health_check.worker.id
-    initial_delay_sec = 600
+    initial_delay_sec = local.healing_delay_seconds
   }
 
   # A new template (script, image, size...) rolls the fleet: surge first, never below target size.
@@ -165,4 +195,28 @@ resource "google_compute_region_instance_group_manager" "workers" {
     max_surge_fixed              = 3 # a regional MIG needs 0 or at least its zone count (3 by default)
     max_unavailable_fixed        = 0
   }
+}
+
+# ---- Inventory: the instances the group runs now (read after the group is stable) ----
+
+data "google_compute_region_instance_group" "workers" {
+  self_link = google_compute_region_instance_group_manager.workers.instance_group
+
+  lifecycle {
+    postcondition {
+      condition     = length(self.instances) == var.instance_count
+      error_message = "The managed instance group ${var.name_prefix} runs ${length(self.instances)} instances, expected ${var.instance_count}."
+    }
+  }
+}
+
+# Per instance for its numeric id: MIG names repeat (auto-healing recreates a VM under the same name), ids do not.
+data "google_compute_instance" "workers" {
+  count     = var.instance_count
+  self_link = sort(data.google_compute_region_instance_group.workers.instances[*].instance)[count.index]
+}
+
+locals {
+  # configure-tentacle.sh registers each VM under its instance name (<name_prefix>-<random suffix>).
+  instances = [for i in data.google_compute_instance.workers : { name = i.name, id = i.instance_id }]
 }

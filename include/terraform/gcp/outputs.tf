@@ -26,8 +26,18 @@ output "octopus_space_name" {
 }
 
 output "worker_names" {
-  description = "Empty: the MIG names instances itself (<name_prefix>-<random>); each worker registers under its instance name."
-  value       = []
+  description = "Names of the workers the group runs now: the instance names (<name_prefix>-<random>), the names they register with."
+  value       = [for i in local.instances : i.name]
+}
+
+output "instances" {
+  description = "The instances the group runs now: name (the worker name it registers with) and id (the numeric instance id, new for every replacement)."
+  value       = local.instances
+}
+
+output "server_comms_addresses" {
+  description = "Polling addresses of the workers: the first registers, every further one is an HA node they also poll."
+  value       = local.server_comms_addresses
 }
 
 output "worker_name_prefix" {

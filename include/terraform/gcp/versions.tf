@@ -4,7 +4,7 @@ terraform {
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = "~> 7.0"
+      version = ">= 6.50, < 8.0" # 6.50: the schema the tests check; 7.x: current (see README.md)
     }
   }
   # No backend block: include/terraform-fleet.sh writes backend_override.tf (local state by default, or the
