@@ -59,8 +59,8 @@ import requests  # noqa: E402
 from bench.runbook_port import RunbookPort  # noqa: E402
 from octopus.exceptions import OctopusError  # noqa: E402
 from octopus.hooks import OctopusHook  # noqa: E402 (imported before timing: Airflow's import takes seconds)
-from octopus.operations import discover, known_initial_records, parallel_map, share_space  # noqa: E402
-from octopus.sharing import match_fleet, spaces_to_visit  # noqa: E402
+from octopus.operations import discover, parallel_map, share_space  # noqa: E402
+from octopus.sharing import fleet_from, registration_status, spaces_to_visit  # noqa: E402
 from octopus_emulator.local_cloud import stop_tentacles  # noqa: E402
 from octopus_emulator.scenario import make_scenario, make_worker  # noqa: E402
 from octopus_emulator.testing import EmulatorProcess  # noqa: E402
@@ -110,12 +110,14 @@ def api_minimum(size: Size, *, rerun: bool) -> int:
     """Fewest requests that do the work safely (every space holds the pool, the fleet fits one page).
 
     Discovery: 1 list of spaces (``/spaces/all``) + 1 pools list per space. Then 1 read of the initial pool's
-    members (the fleet). Per remaining space: 1 read of its workers (needed to be idempotent); on a first run
+    members (the fleet), and 1 read of the initial space by the task that prunes it (every write rests on a
+    read of its own task try: reusing the wait's read could revert a worker re-registered since). Per remaining
+    space: 1 read of its workers (needed to be idempotent); on a first run
     also 1 machine-policy lookup and 1 POST per worker; on a steady-state re-run nothing more.
     """
     discovery = 1 + size.spaces
     per_space = 1 if rerun else 2 + size.workers
-    return discovery + 1 + (size.spaces - 1) * per_space
+    return discovery + 1 + 1 + (size.spaces - 1) * per_space
 
 
 def fleet_records(workers: int) -> list[dict[str, Any]]:
@@ -208,23 +210,30 @@ def run_package(
             )[0]
             initial = plan["initial_space"]
             records = hook.list_workers(initial["id"], worker_pool_id=initial["pool_id"])
-            seen = match_fleet(records, name_prefix=plan["name_prefix"])
+            names = [f"{NAME_PREFIX}-{CLOUD}-{i}" for i in range(1, size.workers + 1)]
+            spec = {
+                "expected_count": size.workers,
+                "name_prefix": plan["name_prefix"],
+                "previous": [],
+                "instances": [{"name": n, "id": n} for n in names],
+            }  # the inventory Terraform would report
+            seen = registration_status(records, spec)["seen"]
         except OctopusError as exc:
             return Outcome(hook.request_count, f"discovery failed: {str(exc)[:80]}", len(hook.retry_events))
         if len(seen["workers"]) < size.workers:
             return Outcome(hook.request_count, f"only {len(seen['workers'])} workers registered")
+        workers = fleet_from(seen)
         fleet = {
             "cloud": CLOUD,
             "space_id": initial["id"],
             "pool_id": initial["pool_id"],
-            "workers": seen["workers"],
-            "pool_records": records,  # as wait_for_workers pushes it: the initial pool is pruned from this read
+            "workers": workers,
+            "owned": [{"name": w["name"], "thumbprint": w["thumbprint"]} for w in workers],  # the ledger's proof
         }
 
         def share(space: dict[str, Any]) -> int:
             try:
-                known = known_initial_records(space, [fleet])
-                result = share_space(hook, space, [fleet], prune=True, dry_run=False, existing=known)
+                result = share_space(hook, space, [fleet], prune=True, dry_run=False)
             except OctopusError:
                 return 1
             return sum(1 for counts in result["clouds"].values() if counts.get("failed"))

@@ -24,7 +24,17 @@ def octopus_connection(emulator, monkeypatch):
 
 
 @pytest.fixture
-def local_cloud(airflow_db, emulator, tmp_path, monkeypatch):
+def fresh_ledgers(airflow_db):
+    """Every test starts with no deployment ledger: each builds its fleets against its own emulator scenario."""
+    from tests.dags.harness import clear_ledgers
+
+    clear_ledgers()
+    yield
+    clear_ledgers()
+
+
+@pytest.fixture
+def local_cloud(fresh_ledgers, emulator, tmp_path, monkeypatch):
     """The embedded local cloud wired to the emulator; every simulated VM is stopped afterwards."""
     runtime = configure_local_cloud(monkeypatch, tmp_path, emulator)
     try:

@@ -74,6 +74,26 @@ def xcom_value(dag_run, task_id: str, key: str = "return_value", map_index: int 
         return None if row is None else json.loads(row.value) if isinstance(row.value, str) else row.value
 
 
+def ledgers() -> dict[str, Any]:
+    """Every deployment ledger (Variable ``octopus_workers.*``), by key."""
+    from airflow.models.variable import Variable as VariableModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(VariableModel).filter(VariableModel.key.like("octopus_workers.%")).all()
+        return {row.key: json.loads(row.val) for row in rows}
+
+
+def clear_ledgers() -> None:
+    from airflow.models.variable import Variable as VariableModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        session.query(VariableModel).filter(VariableModel.key.like("octopus_workers.%")).delete(
+            synchronize_session=False
+        )
+
+
 def space_pool_members(state: dict[str, Any], pool_name: str = LOCAL_POOL) -> dict[str, list[dict[str, Any]]]:
     """From an emulator state dump: space name → worker records in that space's pool named ``pool_name``."""
     spaces = {s["Id"]: s["Name"] for s in state["spaces"]}

@@ -98,8 +98,9 @@ def test_stale_unavailable_records_neither_satisfy_the_wait_nor_get_shared(local
     members = space_pool_members(state)
     for name in ("Space 002", "Space 003"):
         assert thumbprints(members[name]) == fleet
-    # the third stale record (no same-named live worker replaced it) is pruned from the initial pool
-    assert all(w["Endpoint"]["Thumbprint"] not in stale_tps for w in members["Space 001"])
+    # the third stale record was never registered by this deployment's fleet (no ledger entry): foreign, kept
+    assert [w["Name"] for w in members["Space 001"] if w["Endpoint"]["Thumbprint"] in stale_tps] == ["t-local-3"]
+    assert xcom_value(dag_run, "summarize")["foreign"] == {"Space 001": ["t-local-3"]}
 
 
 def test_target_spaces_limit_sharing(local_cloud, emulator):
@@ -108,7 +109,7 @@ def test_target_spaces_limit_sharing(local_cloud, emulator):
     dag_run, states = run_dag("share_octopus_workers", local_conf(target_spaces=["Space 003", "Spaces-5"]))
 
     assert str(dag_run.state) == "success", states
-    assert set(states["share_to_space"]) == {"Space 001", "Space 003", "Space 005"}
+    assert set(states["share_to_space"]) == {"Space 003", "Space 005"}  # the initial space is not a target
     members = space_pool_members(emulator.control.state())
     assert [len(members[f"Space {i:03d}"]) for i in range(1, 6)] == [2, 0, 2, 0, 2]
 
