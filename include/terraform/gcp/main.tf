@@ -104,6 +104,7 @@ resource "google_compute_firewall" "health_check" {
 # ---- Instance template + regional managed instance group ----
 
 resource "google_compute_instance_template" "worker" {
+  #checkov:skip=CKV_GCP_40:Public IPs are opt-in (assign_public_ip, default false) for subnetworks without Cloud NAT.
   name_prefix  = "${var.name_prefix}-"
   description  = "Octopus polling worker (${var.octopus_space_name} / ${var.worker_pool_name})"
   machine_type = var.machine_type
