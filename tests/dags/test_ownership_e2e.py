@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore")]
 FOREIGN = {
     "builder": {"HealthStatus": "Healthy"},
     "laptop": {"HealthStatus": "Unavailable"},
-    "listening": {"HealthStatus": "Healthy", "CommunicationStyle": "TentaclePassive"},
+    "listening": {"HealthStatus": "Healthy", "CommunicationStyle": "TentaclePassive", "Uri": "https://10.0.0.9:10933/"},
 }
 
 
@@ -40,13 +40,20 @@ def records_named(state, names):
     return {(w["SpaceId"], w["Name"]): w for w in state["workers"] if w["Name"] in names}
 
 
+def identities(state):
+    """What a write could change: every record's pools, endpoint and disabled flag (health checks aside)."""
+    return sorted(
+        (w["Id"], w["Name"], tuple(w["WorkerPoolIds"]), w["Endpoint"].get("Thumbprint"), w["IsDisabled"])
+        for w in state["workers"]
+    )
+
+
 def api(emulator, method, path, **kwargs):
     response = requests.request(
         method, f"{emulator.url}/api/{path}", headers={"X-Octopus-ApiKey": emulator.api_key}, timeout=10, **kwargs
     )
     assert response.ok, response.text
     return response.json() if response.text else None
-
 
 
 def test_foreign_workers_in_shared_pools_survive_share_prune_and_retire(local_cloud, emulator):
@@ -93,13 +100,13 @@ def test_a_space_that_now_sorts_first_does_not_move_the_fleet(local_cloud, emula
     assert ledgers()["octopus_workers.t.local"]["initial_space"]["id"] == "Spaces-2"
     # Another team creates the pool in a space that sorts first.
     api(emulator, "POST", "Spaces-1/workerpools", json={"Name": LOCAL_POOL, "WorkerPoolType": "StaticWorkerPool"})
-    before = emulator.control.state()["workers"]
+    before = identities(emulator.control.state())
 
     dag_run, states = run_dag("share_octopus_workers", local_conf())
     assert str(dag_run.state) == "failed"
     assert states["get_spaces"] == {"": "failed"}
     assert "terraform_apply" not in states or set(states["terraform_apply"].values()) <= {"upstream_failed", "None"}
-    assert emulator.control.state()["workers"] == before
+    assert identities(emulator.control.state()) == before
 
     dag_run, states = run_dag("share_octopus_workers", local_conf(initial_space="Space 002"))
     assert str(dag_run.state) == "success", states
@@ -111,11 +118,13 @@ def test_a_space_that_now_sorts_first_does_not_move_the_fleet(local_cloud, emula
 def test_target_spaces_leave_the_initial_space_untouched(local_cloud, emulator):
     stale = make_worker("t-local-9", [LOCAL_POOL], HealthStatus="Unavailable")
     emulator.control.reset(make_scenario(4, [LOCAL_POOL], workers={1: [stale]}))
-    dag_run, _ = run_dag("share_octopus_workers", local_conf(target_spaces=["Space 003"]))
+    before = next(w for w in emulator.control.state()["workers"] if w["Name"] == "t-local-9")
+    dag_run, states = run_dag("share_octopus_workers", local_conf(target_spaces=["Space 003"]))
     assert str(dag_run.state) == "success"
-    writes = [r for r in emulator.control.requests() if r["method"] in ("POST", "PUT", "DELETE")]
-    assert {r["path"].split("/")[2] for r in writes} == {"Spaces-3"}
-    assert "t-local-9" in [w["Name"] for w in emulator.control.state()["workers"]]
+    assert set(states["share_to_space"]) == {"Space 003"}  # the initial space is not visited: no maintenance
+    deletes = [r for r in emulator.control.requests() if r["method"] == "DELETE"]
+    assert deletes == []
+    assert next(w for w in emulator.control.state()["workers"] if w["Name"] == "t-local-9") == before
 
 
 def test_a_fleet_like_record_posted_with_the_vms_key_is_never_shared(local_cloud, emulator):
@@ -195,7 +204,7 @@ def test_two_clouds_touching_one_record_end_exactly_right(emulator, octopus_conn
         result = share_space(hook, visit, fleets, prune=True, dry_run=False)
     assert not any(c.get("errors") for c in result["clouds"].values()), result
     after = {w["Name"]: w for w in emulator.control.state()["workers"] if w["SpaceId"] == "Spaces-2"}
-    assert sorted(after["t-aws-1"]["WorkerPoolIds"]) == sorted(pool_ids.values())
+    assert sorted(after["t-aws-1"]["WorkerPoolIds"]) == sorted([pool_ids[LOCAL_POOL], pool_ids["AWS Worker Pool TF"]])
     assert after["t-local-old"]["WorkerPoolIds"] == [pool_ids["AWS Worker Pool TF"]]  # unshared, not deleted
     writes = [r for r in emulator.control.requests() if r["method"] in ("PUT", "DELETE", "POST")]
     assert len(writes) == 2 and len({r["path"] for r in writes}) == 2
