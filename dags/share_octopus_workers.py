@@ -33,7 +33,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import AssetAlias, TriggerRule, dag, get_current_context, task, task_group
 
-from octopus.dag_defaults import CONN_ID, DEFAULT_ARGS, SHARE_DESCRIPTION, SHARE_PARAMS
+from octopus.dag_defaults import CONN_ID, DEFAULT_ARGS, SHARE_DESCRIPTION, SHARE_MAX_ACTIVE_TIS, SHARE_PARAMS
 from octopus.operators import TerraformFleetOperator
 from octopus.sensors import DeploymentLeaseSensor, OctopusWorkersRegisteredSensor
 from octopus.sharing import ASSET_ALIAS
@@ -98,6 +98,7 @@ def share_octopus_workers():
         trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
         retries=3,
         multiple_outputs=False,
+        max_active_tis_per_dagrun=SHARE_MAX_ACTIVE_TIS,
     )
     def share_to_space(space: dict, fleets) -> None:
         """Make this space's shared pools hold exactly the fleets; fails only this space's index on error."""
@@ -105,7 +106,7 @@ def share_octopus_workers():
 
         context = get_current_context()
         context["space_label"] = space["name"]
-        tasks.share_to_space(space, fleets, context, conn_id=CONN_ID)
+        tasks.share_to_space(space, fleets, context, conn_id=CONN_ID, concurrency=SHARE_MAX_ACTIVE_TIS)
 
     @task(trigger_rule=TriggerRule.ALL_DONE, multiple_outputs=False, outlets=[AssetAlias(ASSET_ALIAS)])
     def summarize(plans, fleets) -> dict:

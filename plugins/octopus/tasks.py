@@ -191,7 +191,7 @@ def share_to_space(
     """One space: upsert every ready fleet's workers, prune our stale copies; push the result even on failure."""
     params = context["params"]
     dry_run = bool(params.get("dry_run", False))
-    hook = _hook(conn_id, concurrency)
+    hook = OctopusHook(octopus_conn_id=conn_id, concurrency=concurrency)
     ready = _ready_fleets(fleets)
     if not dry_run:
         check_fences(space, ready, context, store or ledger.VariableStore(), check_generation=True)
@@ -202,14 +202,6 @@ def share_to_space(
     except OctopusError as exc:
         result = _failed_result(space, exc, dry_run=dry_run)
     _finish_space(result, hook, context, verb="Sharing into")
-
-
-def _hook(conn_id: str, concurrency: int) -> OctopusHook:
-    """A hook whose pacing is this task's share of the connection's rate limit, when the hook supports it."""
-    try:
-        return OctopusHook(octopus_conn_id=conn_id, concurrency=concurrency)
-    except TypeError:
-        return OctopusHook(octopus_conn_id=conn_id)
 
 
 def _failed_result(space: Mapping[str, Any], exc: OctopusError, *, dry_run: bool) -> dict[str, Any]:
