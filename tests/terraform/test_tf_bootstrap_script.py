@@ -369,3 +369,12 @@ def test_docker_containers_are_blocked_from_the_metadata_service(run_once):
     order = [c["argv"][:3] for c in result.calls if c["cmd"] == "systemctl"]
     assert order.index(["enable", "--now", "docker"]) < order.index(
         ["enable", "--now", "octopus-block-container-metadata.service"])
+
+
+def test_gzipped_user_data_fits_ec2s_16_kib_limit_with_headroom(rendered):
+    import gzip
+
+    for name in ("aws-secretsmanager", "aws-ssm", "hostile"):
+        script = rendered[name].encode()
+        # EC2 counts user data before base64; the module sends base64gzip(), which cloud-init unpacks.
+        assert len(gzip.compress(script, mtime=0)) < 12 * 1024, name

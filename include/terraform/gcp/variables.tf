@@ -145,7 +145,7 @@ variable "assign_public_ip" {
 variable "create_health_check_firewall_rule" {
   type        = bool
   default     = true
-  description = "Allow Google's health-check ranges to reach the instances on TCP 22 (auto-healing probes sshd; a polling Tentacle listens on nothing)."
+  description = "Allow Google's health-check ranges to reach the instances' health endpoint on health_check_port (auto-healing probes it; the Tentacle itself listens on nothing)."
 }
 
 variable "labels" {
