@@ -18,14 +18,15 @@ HOOK_CLASS = "octopus.hooks.OctopusHook"
 
 #: The extras of an ``octopus`` connection, as typed form fields. The keys are the extra's keys (the UI stores
 #: each field under its own name in the connection's extra); every field is optional (``null`` = the hook's
-#: default, named in the description).
+#: default, named in the description: Airflow 3.3 shows no placeholder in a number field).
 EXTRA_FIELDS: dict[str, dict[str, Any]] = {
     "verify": {
         "label": "Verify TLS certificate",
-        "description": "On by default. Turn off only for a test server with a self-signed certificate; for a "
+        "description": "Keep it on. Turn it off only for a test server with a self-signed certificate; for a "
         "private CA keep it on and set REQUESTS_CA_BUNDLE on the Airflow machines (or put the bundle's path "
         'in the extra as "verify").',
-        "schema": {"type": ["boolean", "null"]},
+        # A default, unlike the other fields: the switch must show what an untouched connection does.
+        "schema": {"type": ["boolean", "null"], "default": True},
     },
     "timeout": {
         "label": "Timeout (seconds)",

@@ -57,7 +57,8 @@ class TestExtraFields:
         assert "null" in types  # no required star; empty means the hook's default
         assert field["schema"]["title"]
         assert field["description"]
-        assert field["value"] is None  # the form does not freeze today's defaults into the connection
+        # The form does not freeze today's defaults into the connection; but the TLS switch shows "on".
+        assert field["value"] is (True if name == "verify" else None)
 
     def test_types(self, meta):
         kinds = {name: [t for t in f["schema"]["type"] if t != "null"] for name, f in meta.extra_fields.items()}
