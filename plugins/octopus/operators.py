@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.sdk import context_to_airflow_vars
 from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from octopus.templating import as_bool
 
@@ -19,11 +23,86 @@ if TYPE_CHECKING:
 #: Real clouds never do: their VMs read a scoped key from the cloud's secret store.
 CLOUDS_WITH_KEY_IN_ENV = frozenset({"local"})
 
+#: Variables of the worker's environment that Terraform and its providers may see, whatever the cloud.
+PASSTHROUGH_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "TMPDIR",
+        "TMP",
+        "TEMP",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "all_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+    }
+)
+#: Prefixes passed for every cloud: locale, Terraform's own settings and inputs, this package's runner settings.
+PASSTHROUGH_PREFIXES = ("LC_", "TF_", "OCTOPUS_TF_", "OCTOPUS_WORKERS_")
+#: The cloud's own credential and SDK settings (also used for a state backend on that cloud).
+CLOUD_PREFIXES: Mapping[str, tuple[str, ...]] = {
+    "aws": ("AWS_",),
+    "azure": ("ARM_", "AZURE_", "MSI_", "IDENTITY_"),
+    "gcp": ("GOOGLE_", "CLOUDSDK_", "GCE_METADATA_"),
+    "local": (),
+}
+#: Settings of a state backend, by backend type (``OCTOPUS_TF_BACKEND_<CLOUD>``).
+BACKEND_PREFIXES: Mapping[str, tuple[str, ...]] = {
+    "s3": CLOUD_PREFIXES["aws"],
+    "azurerm": CLOUD_PREFIXES["azure"],
+    "gcs": CLOUD_PREFIXES["gcp"],
+    "pg": ("PG",),  # PG_CONN_STR, PG_SCHEMA_NAME and libpq's PGUSER, PGPASSWORD, PGSSLMODE, ...
+    "consul": ("CONSUL_",),
+    "kubernetes": ("KUBE_",),
+}
+#: Never passed on, whatever matched above: Airflow's connections, variables and settings, and the API key
+#: (the local cloud gets the key from the connection, not from the worker's environment).
+#: The runner chooses the workspace and data dir itself.
+BLOCKED_PREFIXES = ("AIRFLOW", "_AIRFLOW")
+BLOCKED_NAMES = frozenset({"OCTOPUS_API_KEY", "TF_WORKSPACE", "TF_DATA_DIR"})
+
+#: Executors whose tasks all run on one machine: local state is safe there.
+SINGLE_MACHINE_EXECUTORS = frozenset({"LocalExecutor", "SequentialExecutor", "DebugExecutor"})
+#: Opt-out of the multi-worker check when ``OCTOPUS_WORKERS_STATE_DIR`` is a disk every worker mounts.
+SHARED_STATE_DIR_VAR = "OCTOPUS_WORKERS_SHARED_STATE_DIR"
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
 
 def include_dir() -> Path:
     """The package's ``include/`` folder (override with ``OCTOPUS_WORKERS_INCLUDE_DIR``)."""
     configured = os.environ.get("OCTOPUS_WORKERS_INCLUDE_DIR")
     return Path(configured) if configured else Path(__file__).resolve().parents[2] / "include"
+
+
+def deployment_prefix(fleet_plan: Mapping[str, Any]) -> str:
+    """The deployment's ``name_prefix`` param: ``prefix``, else ``name_prefix`` without its ``-<cloud>``."""
+    cloud = fleet_plan["cloud"]
+    prefix = fleet_plan.get("prefix") or str(fleet_plan["name_prefix"]).removesuffix(f"-{cloud}")
+    if not _PREFIX_RE.match(prefix):
+        raise AirflowFailException(
+            f"deployment prefix {prefix!r} must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or "
+            "digit (it names the Terraform state folder and workspace)"
+        )
+    return prefix
+
+
+def backend_of(cloud: str, environ: Mapping[str, str] | None = None) -> str:
+    """The Terraform backend type for ``cloud``: ``OCTOPUS_TF_BACKEND_<CLOUD>``, default ``local``."""
+    environ = os.environ if environ is None else environ
+    return environ.get(f"OCTOPUS_TF_BACKEND_{cloud.upper()}") or "local"
 
 
 def terraform_env(fleet_plan: Mapping[str, Any], action: str) -> dict[str, str]:
@@ -35,6 +114,7 @@ def terraform_env(fleet_plan: Mapping[str, Any], action: str) -> dict[str, str]:
     env = {
         "CLOUD": cloud,
         "TF_ACTION": action,
+        "DEPLOYMENT_PREFIX": deployment_prefix(fleet_plan),
         "OCTOPUS_WORKERS_INCLUDE_DIR": str(include_dir()),
         "OCTOPUS_PYTHON": sys.executable,
         "TF_VAR_octopus_server_url": fleet_plan["server_url"],
@@ -52,14 +132,95 @@ def terraform_env(fleet_plan: Mapping[str, Any], action: str) -> dict[str, str]:
     return env
 
 
+def filtered_environ(cloud: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What Terraform may inherit from the worker's environment for ``cloud`` (see the module constants).
+
+    ``OCTOPUS_WORKERS_TF_ENV_PASSTHROUGH`` (comma-separated names, or prefixes ending in ``*``) adds more,
+    never a blocked one.
+    """
+    environ = os.environ if environ is None else environ
+    prefixes = (
+        PASSTHROUGH_PREFIXES + CLOUD_PREFIXES.get(cloud, ()) + BACKEND_PREFIXES.get(backend_of(cloud, environ), ())
+    )
+    extra_names: set[str] = set()
+    for item in filter(None, (s.strip() for s in environ.get("OCTOPUS_WORKERS_TF_ENV_PASSTHROUGH", "").split(","))):
+        if item.endswith("*"):
+            prefixes += (item[:-1],)
+        else:
+            extra_names.add(item)
+    return {
+        name: value
+        for name, value in environ.items()
+        if (name in PASSTHROUGH_NAMES or name in extra_names or name.startswith(prefixes))
+        and name not in BLOCKED_NAMES
+        and not name.startswith(BLOCKED_PREFIXES)
+    }
+
+
+def configured_executors() -> list[str]:
+    """Class names of ``[core] executor`` (a comma-separated list of names, module paths or ``path:alias``)."""
+    from airflow.configuration import conf
+
+    names = []
+    for entry in (conf.get("core", "executor", fallback="") or "").split(","):
+        entry = entry.strip()
+        if entry:
+            names.append(entry.split(":", 1)[0].rsplit(".", 1)[-1])
+    return names
+
+
+def _runs_in_process() -> bool:
+    """True under ``dag.test()`` without an executor: the task runs in the test's own process."""
+    try:
+        from airflow.sdk.execution_time import task_runner
+        from airflow.sdk.execution_time.supervisor import InProcessSupervisorComms
+    except ImportError:  # pragma: no cover - another Airflow layout
+        return False
+    return isinstance(getattr(task_runner, "SUPERVISOR_COMMS", None), InProcessSupervisorComms)
+
+
+def check_state_is_shared(cloud: str, environ: Mapping[str, str] | None = None) -> None:
+    """Refuse local state when tasks can run on several machines (a retry elsewhere would build a second fleet)."""
+    environ = os.environ if environ is None else environ
+    if backend_of(cloud, environ) != "local" or as_bool(environ.get(SHARED_STATE_DIR_VAR, "false")):
+        return
+    executors = configured_executors()
+    if not executors or set(executors) <= SINGLE_MACHINE_EXECUTORS or _runs_in_process():
+        return
+    upper = cloud.upper()
+    raise AirflowFailException(
+        f"Terraform state for cloud {cloud!r} is local (on this worker's disk) but the executor "
+        f"({', '.join(executors)}) can run tasks on other machines: a retry or the next run there would find no "
+        f"state and build a second fleet. Set OCTOPUS_TF_BACKEND_{upper} (e.g. s3, azurerm, gcs, pg) and "
+        f"OCTOPUS_TF_BACKEND_CONFIG_{upper} (a -backend-config file) on every worker, or, if "
+        f"OCTOPUS_WORKERS_STATE_DIR is a disk every worker shares, set {SHARED_STATE_DIR_VAR}=true."
+    )
+
+
+def parse_result(output: str) -> dict[str, Any]:
+    """``terraform-fleet.sh``'s last line as a dict: ``{"cloud", "action", "changes", "outputs"}``."""
+    try:
+        result = json.loads(output)
+    except (TypeError, ValueError):
+        raise AirflowException(
+            f"terraform-fleet.sh did not end with its JSON result line; last line: {output!r}"
+        ) from None
+    if not isinstance(result, dict) or not {"cloud", "action", "changes", "outputs"} <= result.keys():
+        raise AirflowException(f"terraform-fleet.sh's result line lacks cloud/action/changes/outputs: {output!r}")
+    return result
+
+
 class TerraformFleetOperator(BashOperator):
     """
     Apply (or, with ``dry_run``, plan) one cloud's fleet; ``destroy=True`` tears it down instead.
 
-    Inputs go through ``TF_VAR_*`` environment variables built from the fleet plan; the API key is added to the
-    environment only for clouds in :data:`CLOUDS_WITH_KEY_IN_ENV`, at execution time, so it is in no rendered
-    field, XCom or command line. The XCom is ``terraform-fleet.sh``'s last line: the module's non-sensitive
-    outputs as JSON.
+    A deployment is (``prefix``, cloud): its Terraform state is keyed by both (see ``terraform-fleet.sh``).
+    Inputs go through ``TF_VAR_*`` environment variables built from the fleet plan. The child environment is
+    built in :meth:`get_env` from an allow-list of the worker's environment (see :func:`filtered_environ`): no
+    Airflow connection, variable or setting ever reaches Terraform, and the API key is added only for clouds in
+    :data:`CLOUDS_WITH_KEY_IN_ENV`, at execution time, so it is in no rendered field, XCom or command line.
+    With local state on a multi-machine executor the task fails before ``init`` (:func:`check_state_is_shared`).
+    The XCom is a dict: ``{"cloud", "action", "changes", "outputs"}`` (the module's non-sensitive outputs).
 
     :param fleet_plan: one entry of ``get_spaces``.
     :param destroy: run ``destroy`` instead of ``apply``.
@@ -81,7 +242,7 @@ class TerraformFleetOperator(BashOperator):
         script = include_dir() / "terraform-fleet.sh"
         # The trailing space keeps BashOperator from treating the ``.sh`` path as a Jinja template file.
         kwargs.setdefault("bash_command", f"bash {script} ")
-        kwargs.setdefault("append_env", True)
+        kwargs.setdefault("output_processor", parse_result)
         super().__init__(**kwargs)
         self.fleet_plan = fleet_plan
         self.destroy = destroy
@@ -99,18 +260,22 @@ class TerraformFleetOperator(BashOperator):
         super().render_template_fields(context, jinja_env)
         self.env = {**(self.env or {}), **terraform_env(self.fleet_plan, self.action)}
 
-    def execute(self, context: Context) -> Any:
+    def get_env(self, context: Context) -> dict[str, str]:
+        """The worker's allowed variables, this task's ``env``, the API key (local clouds only), Airflow's context."""
+        cloud = self.fleet_plan["cloud"]
         # Also here, not only at render time: a mapped operator is rendered on an unmapped copy.
-        self.env = {**(self.env or {}), **terraform_env(self.fleet_plan, self.action)}
-        if self.fleet_plan["cloud"] in CLOUDS_WITH_KEY_IN_ENV:
+        env = {**filtered_environ(cloud), **(self.env or {}), **terraform_env(self.fleet_plan, self.action)}
+        env.pop("OCTOPUS_API_KEY", None)
+        if cloud in CLOUDS_WITH_KEY_IN_ENV:
             from airflow.sdk import BaseHook
 
             password = BaseHook.get_connection(self.octopus_conn_id).password
             if not password:
-                raise ValueError(f"Connection {self.octopus_conn_id!r} has no password (the Octopus API key)")
-            self.env = {**(self.env or {}), "OCTOPUS_API_KEY": password}
-        try:
-            return super().execute(context)
-        finally:
-            if self.env:
-                self.env.pop("OCTOPUS_API_KEY", None)
+                raise AirflowFailException(f"Connection {self.octopus_conn_id!r} has no password (the Octopus API key)")
+            env["OCTOPUS_API_KEY"] = password
+        env.update(context_to_airflow_vars(context, in_env_var_format=True))
+        return env
+
+    def execute(self, context: Context) -> Any:
+        check_state_is_shared(self.fleet_plan["cloud"])
+        return super().execute(context)
