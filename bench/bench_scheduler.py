@@ -237,10 +237,10 @@ def octopus_busy(log: Sequence[Mapping[str, Any]], window: tuple[float, float], 
 PARTS = (
     ("queued → start", "scheduler queued it → executor started it (start_date)"),
     ("process start", "start_date → the task runner's first log line"),
-    ("pre-execute", "bundle, DAG file parse, upstream XCom pull, rendering"),
-    ("execute", "the task's own code (its Octopus work)"),
-    ("post-execute", "XCom push and post-execute hooks"),
-    ("finalize", "final state to the API server, process exit → end_date"),
+    ("DAG parse", "the task runner parsing the DAG file (its own dag_file_parse_ms)"),
+    ("pre-execute rest", "bundle, upstream XCom pull, rendering: the rest of the Pre Execute group"),
+    ("execute", "the task's own code, its Octopus work included"),
+    ("post-execute", "Post Execute group → end_date: XCom push, final state"),
     ("duration", "start_date → end_date"),
 )
 
@@ -262,12 +262,12 @@ def share_breakdown(
         if marks is None:
             continue
         sampled += 1
-        pre, pre_end, post, post_end = marks
+        pre, parse, pre_end, post = marks
         parts["process start"].append(pre - ti["start"])
-        parts["pre-execute"].append(pre_end - pre)
+        parts["DAG parse"].append(parse)
+        parts["pre-execute rest"].append(pre_end - pre - parse)
         parts["execute"].append(post - pre_end)
-        parts["post-execute"].append(post_end - post)
-        parts["finalize"].append(ti["end"] - post_end)
+        parts["post-execute"].append(ti["end"] - post)
     return {
         "indexes": len(shares),
         "sampled": sampled,
@@ -279,7 +279,7 @@ def share_breakdown(
 def _log_marks(
     airflow: AirflowStandalone, run_id: str, ti: Mapping[str, Any]
 ) -> tuple[float, float, float, float] | None:
-    """Times of the task runner's "Pre Execute" group, its end, the "Post Execute" group and its end."""
+    """Start of the task runner's "Pre Execute" group, its DAG parse seconds, the group's end, "Post Execute"."""
     try:
         body = airflow.api.call(
             "GET",
@@ -288,23 +288,23 @@ def _log_marks(
         )
     except StandaloneError:
         return None
-    pre = pre_end = post = post_end = None
+    pre = pre_end = post = None
+    parse = 0.0
     for entry in body.get("content") or []:
         if not isinstance(entry, dict) or not entry.get("timestamp"):
             continue
         event, at = str(entry.get("event", "")), _ts(entry["timestamp"])
         if event == "::group::Pre Execute" and pre is None:
             pre = at
+        elif event == "Worker startup parse complete":
+            parse = float(entry.get("dag_file_parse_ms") or 0) / 1000.0
         elif event == "::group::Post Execute" and post is None:
             post = at
-        elif event == "::endgroup::":
-            if post is not None and post_end is None:
-                post_end = at
-            elif pre is not None and pre_end is None and post is None:
-                pre_end = at
-    if None in (pre, pre_end, post, post_end):
+        elif event == "::endgroup::" and pre is not None and pre_end is None and post is None:
+            pre_end = at
+    if None in (pre, pre_end, post):
         return None
-    return pre, pre_end, post, post_end
+    return pre, parse, pre_end, post
 
 
 def _max_overlap(spans: Sequence[tuple[float, float]]) -> int:

@@ -50,6 +50,6 @@ def test_tiny_run_prints_the_issue_table_and_the_breakdowns(capsys, tmp_path):
     # One mapped share per space (the initial one too: it is pruned), with the per-index parts from the logs.
     assert out.count("| share_to_space | 3 |") == 2
     assert out.count("log-based parts from 3 sampled indexes") == 2
-    assert "| execute (the task's own code" in out
+    assert "| execute (the task's own code" in out and "| DAG parse (" in out
     results = (tmp_path / "r.json").read_text()
     assert '"client": "post"' in results and '"client": "dag"' in results
