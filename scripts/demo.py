@@ -1,9 +1,12 @@
 """One-command demo: the share DAG on the embedded local cloud against the Octopus emulator.
 
-Starts the emulator seeded with a handful of spaces, runs ``share_octopus_workers`` through Airflow
-(``airflow dags test``) with ``clouds=["local"]``, prints the summary and what each space now holds, then runs
+Starts the emulator seeded with a handful of spaces and Airflow's API server, creates the Airflow pool the share
+tasks run in (``octopus_share``; a deployment creates it once, see docs/connection.md), runs
+``share_octopus_workers`` through Airflow (``airflow dags test``) with ``clouds=["local"]``, reads the run's state and
+summary back through the REST API v2, prints them and what each space now holds, then runs
 ``retire_octopus_workers`` to tear the fleet down again (``--keep`` leaves it and the emulator running until Enter).
-Everything lives under ``.demo/`` (recreated on each run).
+The connection ``octopus_default`` is of type ``octopus`` (this package's connection type). Everything lives under
+``.demo/`` (recreated on each run).
 """
 
 from __future__ import annotations
@@ -12,9 +15,15 @@ import argparse
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
+
+import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / ".demo"
@@ -38,20 +47,91 @@ def airflow(*args: str, log: Path, env: dict[str, str]) -> int:
         ).returncode
 
 
-def latest_xcom(dag_id: str, task_id: str, key: str = "return_value"):
-    from airflow.models.dagrun import DagRun
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    with create_session() as session:
-        run = session.query(DagRun).filter_by(dag_id=dag_id).order_by(DagRun.id.desc()).first()
-        row = (
-            session.query(XComModel)
-            .filter_by(dag_id=dag_id, run_id=run.run_id, task_id=task_id, key=key, map_index=-1)
-            .one_or_none()
+
+class RestApi:
+    """Airflow's REST API v2 (the simple auth manager with every user an admin: no token needed locally)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.session = requests.Session()
+
+    def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,), **params: Any) -> Any:
+        response = self.session.request(
+            method, f"{self.base_url}/api/v2/{path}", json=body, params=params or None, timeout=30
         )
-        value = None if row is None else row.value
-        return (json.loads(value) if isinstance(value, str) else value), str(run.state)
+        if response.status_code not in ok:
+            raise RuntimeError(f"{method} /api/v2/{path}: HTTP {response.status_code}: {response.text[:500]}")
+        return response.json() if response.content else None
+
+    def wait_healthy(self, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"airflow api-server exited with {proc.returncode}: see {log}")
+            try:
+                if self.call("GET", "monitor/health")["metadatabase"]["status"] == "healthy":
+                    return
+            except (requests.RequestException, RuntimeError):
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"airflow api-server did not answer within {timeout:.0f} s: see {log}")
+
+    def latest_result(self, dag_id: str, task_id: str = "summarize") -> tuple[Any, str]:
+        """The state of the DAG's latest run and a task's return value in it (None if it pushed none)."""
+        runs = self.call("GET", f"dags/{dag_id}/dagRuns", order_by="-run_after", limit=1)["dag_runs"]
+        if not runs:
+            return None, "no run"
+        run = runs[0]
+        entry = self.call(
+            "GET",
+            f"dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/{task_id}/xcomEntries/return_value",
+            ok=(200, 404),
+        )
+        value = (entry or {}).get("value")
+        return (json.loads(value) if isinstance(value, str) else value), run["state"]
+
+
+def start_api_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, RestApi]:
+    port = free_port()
+    env = {
+        **env,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+    }
+    with log.open("w") as out:
+        proc = subprocess.Popen(  # noqa: S603
+            [str(Path(sys.executable).parent / "airflow"), "api-server"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    api = RestApi(f"http://127.0.0.1:{port}")
+    try:
+        api.wait_healthy(proc, log)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, api
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    """Stop the API server's process group (its own session: the server and the workers it forked)."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
 
 
 def main() -> int:
@@ -72,6 +152,7 @@ def main() -> int:
         }
     )
     sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
+    from octopus.dag_defaults import SHARE_POOL, share_pool_body
     from octopus.sharing import format_table
     from octopus_emulator.local_cloud import stop_tentacles
     from octopus_emulator.testing import EmulatorProcess
@@ -83,24 +164,29 @@ def main() -> int:
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "AIRFLOW_CONN_OCTOPUS_DEFAULT": json.dumps(
-            {"conn_type": "http", "host": emulator.url, "password": emulator.api_key}
+            {"conn_type": "octopus", "host": emulator.url, "password": emulator.api_key}
         ),
         "OCTOPUS_WORKERS_STATE_DIR": str(DEMO / "tf-state"),
         "TF_VAR_runtime_dir": str(DEMO / "runtime"),
         "TF_VAR_server_comms_port": str(emulator.comms_port),
         "TF_VAR_boot_delay_seconds": "2",
     }
+    api_server = None
     try:
         print("Initialising the Airflow metadata database ...")
         if airflow("db", "migrate", log=DEMO / "db-migrate.log", env=env):
             print(f"airflow db migrate failed: see {DEMO / 'db-migrate.log'}")
             return 1
+        api_server, api = start_api_server(env, DEMO / "api-server.log")
+        print(f"Airflow API server on {api.base_url} (log: .demo/api-server.log)")
+        # The pool share_to_space runs in (a deployment creates it once: `airflow pools set` or this same call).
+        api.call("POST", "pools", share_pool_body(), ok=(200, 201, 409))  # 409: it exists already
+        slots = api.call("GET", f"pools/{SHARE_POOL}")["slots"]
+        print(f"Airflow pool {SHARE_POOL!r}: {slots} slots (share_to_space tasks writing to Octopus at once)")
         conf = {"clouds": ["local"], "instance_count": {"local": args.workers}, "poll_interval_seconds": 2}
         print(f"Running share_octopus_workers with {json.dumps(conf)} (log: .demo/share.log) ...")
         airflow("dags", "test", "share_octopus_workers", "-c", json.dumps(conf), log=DEMO / "share.log", env=env)
-        summary, state = latest_xcom("share_octopus_workers", "summarize")
-        if summary is None:
-            summary, _ = latest_xcom("share_octopus_workers", "summarize", key="summary")
+        summary, state = api.latest_result("share_octopus_workers")
         print(f"\nshare_octopus_workers: {state}")
         if summary:
             print(format_table(summary))
@@ -127,7 +213,7 @@ def main() -> int:
             log=DEMO / "retire.log",
             env=env,
         )
-        retired, retire_state = latest_xcom("retire_octopus_workers", "summarize")
+        retired, retire_state = api.latest_result("retire_octopus_workers")
         print(
             f"retire_octopus_workers: {retire_state}; worker records left: {len(emulator.control.state()['workers'])}"
         )
@@ -135,6 +221,7 @@ def main() -> int:
             print(format_table(retired))
         return 0 if state == "success" and retire_state == "success" else 1
     finally:
+        stop(api_server)
         stop_tentacles(DEMO / "runtime")
         emulator.close()
 
