@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import re
+import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypedDict
 
@@ -136,8 +137,13 @@ def pool_name(cloud: str, template: str = DEFAULT_POOL_NAME_TEMPLATE) -> str:
     if cloud not in SUPPORTED_CLOUDS:
         raise SharingError(f"Unknown cloud {cloud!r}; supported: {', '.join(SUPPORTED_CLOUDS)}")
     try:
+        fields = [field for _, field, spec, conv in string.Formatter().parse(template) if field is not None]
+        if any(f != "cloud" for f in fields) or any(
+            spec or conv for _, f, spec, conv in string.Formatter().parse(template) if f is not None
+        ):
+            raise ValueError(f"only a plain {{cloud}} field is allowed, found {fields}")
         name = template.format(cloud=SUPPORTED_CLOUDS[cloud])
-    except (KeyError, IndexError, ValueError) as exc:
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
         raise SharingError(
             f"worker_pool_name template {template!r} is invalid ({exc!r}); "
             "use {cloud} as the only placeholder, e.g. '{cloud} Worker Pool TF'"
@@ -173,7 +179,7 @@ def validate_prefix(prefix: str) -> str:
     so the first cloud segment of a name ends its prefix: ``team`` and ``team-aws`` (rejected) can never both
     claim ``team-aws-…``.
     """
-    if not isinstance(prefix, str) or not NAME_PREFIX_PATTERN.match(prefix) or len(prefix) > NAME_PREFIX_MAX:
+    if not isinstance(prefix, str) or not NAME_PREFIX_PATTERN.fullmatch(prefix) or len(prefix) > NAME_PREFIX_MAX:
         raise SharingError(
             f"name_prefix {prefix!r} is invalid: use 1-{NAME_PREFIX_MAX} lower-case letters, digits and single "
             "hyphens, starting with a letter (e.g. 'octopus-shared')"
@@ -449,7 +455,8 @@ def instances_from(terraform_output: Any) -> list[Instance] | None:
     if "instances" in outputs:
         return [{"name": str(i["name"]), "id": str(i["id"])} for i in outputs["instances"] or []]
     if "worker_names" in outputs:
-        return [{"name": str(n), "id": str(n)} for n in outputs["worker_names"] or []]
+        # No per-instance id: a replacement cannot be told apart (id "" skips the ledger's instance checks).
+        return [{"name": str(n), "id": ""} for n in outputs["worker_names"] or []]
     return None
 
 
@@ -496,10 +503,12 @@ def registration_status(records: Sequence[Mapping[str, Any]], fleet_spec: Mappin
         elif entry["health"] in STALE_HEALTH:
             ignored.append({**entry, "why": f"{entry['health']}: tentacle not connected"})
             waiting.append(instance["name"])
-        elif prior and prior.get("instance_id") != instance["id"] and prior["thumbprint"] == entry["thumbprint"]:
+        elif not instance["id"] or not prior:
+            workers.append(_counted(instance, entry))
+        elif prior.get("instance_id") != instance["id"] and prior["thumbprint"] == entry["thumbprint"]:
             ignored.append({**entry, "why": "record of the replaced instance: waiting for the new one to register"})
             waiting.append(instance["name"])
-        elif prior and prior.get("instance_id") == instance["id"] and prior["thumbprint"] != entry["thumbprint"]:
+        elif prior.get("instance_id") == instance["id"] and prior["thumbprint"] != entry["thumbprint"]:
             suspicious.append(
                 {
                     **entry,
@@ -508,26 +517,30 @@ def registration_status(records: Sequence[Mapping[str, Any]], fleet_spec: Mappin
             )
             waiting.append(instance["name"])
         else:
-            workers.append(
-                {
-                    "name": instance["name"],
-                    "thumbprint": entry["thumbprint"],
-                    "uri": entry["uri"],
-                    "instance_id": instance["id"],
-                }
-            )
+            workers.append(_counted(instance, entry))
     names = {i["name"].casefold() for i in inventory}
     for record in records:
         name = (record.get("Name") or "").strip()
         if name.casefold().startswith(prefix) and name.casefold() not in names:
             suspicious.append({**_seen_entry(record), "why": "named like the fleet but not in the cloud's inventory"})
     wanted = min(expected, len(inventory))
-    done = instances is not None and len(workers) >= wanted
+    # An empty inventory where instances are expected is a cloud that runs nothing yet, not an empty fleet:
+    # treating it as one would prune every copy.
+    done = instances is not None and len(workers) >= wanted and (expected == 0 or bool(inventory))
     seen = {"workers": workers, "waiting": waiting, "suspicious": suspicious, "ignored": ignored}
     return {
         "done": done,
         "seen": seen,
         "summary": describe_registration(seen, wanted, inventory_known=instances is not None),
+    }
+
+
+def _counted(instance: Mapping[str, str], entry: Mapping[str, str]) -> dict[str, str]:
+    return {
+        "name": instance["name"],
+        "thumbprint": entry["thumbprint"],
+        "uri": entry["uri"],
+        "instance_id": instance["id"],
     }
 
 

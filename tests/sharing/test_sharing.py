@@ -106,10 +106,6 @@ class TestPoolName:
         with pytest.raises(SharingError, match=r"\{region\}"):
             pool_name("aws", "{cloud} {region}")
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: pool_name catches KeyError/IndexError/ValueError only; '{cloud.x}' raises a bare AttributeError",
-    )
     def test_attribute_placeholder_is_a_sharing_error(self):
         with pytest.raises(SharingError, match=r"\{cloud\.x\}"):
             pool_name("aws", "{cloud.x} Pool")
@@ -130,9 +126,9 @@ class TestPoolNames:
         with pytest.raises(SharingError, match="same pool"):
             pool_names("Shared Pool", ["aws"])
 
-    def test_truncating_format_spec_clashes_aws_and_azure(self):
-        # "{cloud:.1}" gives "A Pool" for both AWS and Azure; checked even when only gcp is selected.
-        with pytest.raises(SharingError, match="'A Pool' for aws, azure"):
+    def test_format_spec_is_refused_even_when_only_gcp_is_selected(self):
+        # "{cloud:.1}" would give "A Pool" for both AWS and Azure: only a plain {cloud} field is accepted.
+        with pytest.raises(SharingError, match="plain"):
             pool_names("{cloud:.1} Pool", ["gcp"])
 
     def test_names_that_differ_only_in_case_clash(self, monkeypatch):
@@ -176,10 +172,6 @@ class TestValidatePrefix:
         with pytest.raises(SharingError, match="is invalid"):
             validate_prefix(None)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: NAME_PREFIX_PATTERN.match with '$' accepts a trailing newline ('team\\n'); needs fullmatch/\\Z",
-    )
     def test_rejects_trailing_newline(self):
         with pytest.raises(SharingError):
             validate_prefix("team\n")
@@ -590,7 +582,8 @@ class TestRegistrationStatus:
     def test_instances_from_outputs(self):
         out = {"outputs": {"instances": [{"name": "n1", "id": 7}], "worker_names": ["x"]}}
         assert sharing.instances_from(out) == [{"name": "n1", "id": "7"}]
-        assert sharing.instances_from({"outputs": {"worker_names": ["n1"]}}) == [{"name": "n1", "id": "n1"}]
+        # worker_names only: no per-instance id (""), so the ledger's replacement checks are skipped
+        assert sharing.instances_from({"outputs": {"worker_names": ["n1"]}}) == [{"name": "n1", "id": ""}]
         assert sharing.instances_from({"outputs": {}}) is None
         assert sharing.instances_from(None) is None
 
