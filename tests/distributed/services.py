@@ -90,15 +90,35 @@ class PostgresCluster:
             for path in (self.base, self.socket_dir):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         self._run(
-            str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth-local=trust",
-            "--auth-host=scram-sha-256", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8",
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
         )
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_path), "-o", options,
-                  "-w", "-t", "60", "start")
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log_path),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         self.started = True
         self.sql(f"CREATE ROLE {self.user} LOGIN PASSWORD '{self.password}'")
         for database in self.databases:
@@ -108,8 +128,20 @@ class PostgresCluster:
     def sql(self, statement: str, database: str = "postgres") -> str:
         """Run SQL as the superuser over the Unix socket; returns psql's unaligned output."""
         return self._run(
-            str(self.bin / "psql"), "-h", str(self.socket_dir), "-p", str(self.port), "-U", "postgres",
-            "-d", database, "-v", "ON_ERROR_STOP=1", "-At", "-c", statement,
+            str(self.bin / "psql"),
+            "-h",
+            str(self.socket_dir),
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-c",
+            statement,
         )
 
     def create_database(self, name: str) -> None:
@@ -121,8 +153,7 @@ class PostgresCluster:
     def stop(self) -> None:
         if self.started:
             with contextlib.suppress(ServiceError, subprocess.TimeoutExpired):
-                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "-t", "30",
-                          "stop")
+                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "-t", "30", "stop")
             pid_file = self.data / "postmaster.pid"
             if pid_file.exists():  # pg_ctl could not stop it: the postmaster's group goes
                 with contextlib.suppress(ValueError, ProcessLookupError, OSError):
@@ -144,24 +175,42 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly",
-                "no", "--dir", str(self.base), "--logfile", str(self.base / "redis.log"), "--protected-mode", "yes"]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        argv = [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.base),
+            "--logfile",
+            str(self.base / "redis.log"),
+            "--protected-mode",
+            "yes",
+        ]
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         wait_for(self._ping, timeout=30, what=f"redis-server on port {self.port}", interval=0.1)
         return self
 
     def _ping(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise ServiceError(f"redis-server exited with {self.proc.returncode}")
-        result = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True,
-                                timeout=10, check=False)
+        result = subprocess.run(
+            ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True, timeout=10, check=False
+        )
         return result.stdout.strip() == "PONG"
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True,
-                           timeout=10, check=False)
+            subprocess.run(
+                ["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True, timeout=10, check=False
+            )
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
