@@ -34,7 +34,8 @@ def test_no_import_errors(dagbag):
 def test_share_tasks_and_edges(share_dag):
     upstream = {t.task_id: sorted(t.upstream_task_ids) for t in share_dag.tasks}
     assert upstream == {
-        "get_spaces": [],
+        "claim_deployment": [],
+        "get_spaces": ["claim_deployment"],
         "terraform_apply": ["get_spaces"],
         "wait_for_workers": ["get_spaces", "terraform_apply"],
         "spaces_to_share": ["get_spaces"],

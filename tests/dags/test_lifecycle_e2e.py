@@ -99,24 +99,26 @@ def test_three_daily_runs_with_rebuilds_keep_exactly_the_current_fleet(local_clo
 
 
 def test_busy_stale_worker_is_disabled_then_removed_next_run(local_cloud, emulator):
-    stale = make_worker("old-worker", pools=[LOCAL_POOL], HealthStatus="Unavailable")
-    emulator.control.reset(make_scenario(3, [LOCAL_POOL], workers={2: [stale]}))
-    busy_id = record(emulator.control.state(), "Space 002", "old-worker")["Id"]
+    # Only our own stale copies are ever deleted: shrink the fleet so that t-local-2's copies go stale.
+    emulator.control.reset(make_scenario(3, [LOCAL_POOL]))
+    dag_run, states = run_dag("share_octopus_workers", local_conf())
+    assert str(dag_run.state) == "success", states
+    busy_id = record(emulator.control.state(), "Space 002", "t-local-2")["Id"]
     emulator.control.set_faults({"busy_workers": [busy_id]})
 
-    dag_run, states = run_dag("share_octopus_workers", local_conf())
+    dag_run, states = run_dag("share_octopus_workers", local_conf(instance_count={"local": 1}))
 
     assert str(dag_run.state) == "success", states
-    kept = record(emulator.control.state(), "Space 002", "old-worker")
+    kept = record(emulator.control.state(), "Space 002", "t-local-2")
     assert kept["IsDisabled"] is True
     row = next(r for r in xcom_value(dag_run, "summarize")["spaces"] if r["space_name"] == "Space 002")
     assert row["clouds"]["local"]["disabled"] == 1
 
     emulator.control.clear_faults()
-    dag_run, states = run_dag("share_octopus_workers", local_conf())
+    dag_run, states = run_dag("share_octopus_workers", local_conf(instance_count={"local": 1}))
     assert str(dag_run.state) == "success", states
     names = [w["Name"] for w in space_pool_members(emulator.control.state())["Space 002"]]
-    assert "old-worker" not in names and len(names) == 2
+    assert names == ["t-local-1"]
 
 
 def test_worker_moved_out_of_pool_is_put_back_not_duplicated(local_cloud, emulator):
