@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from octopus.exceptions import OctopusError, OctopusNotFoundError, OctopusPermissionError, OctopusValidationError
-from octopus.sharing import POLLING, SpaceAccessError, plan_fleets, plan_retire, plan_space, same_name
+from octopus.sharing import SpaceAccessError, plan_fleets, plan_retire, plan_space, same_name
 
 if TYPE_CHECKING:
     from octopus.hooks import OctopusHook
@@ -133,7 +133,7 @@ def share_space(
     """
     by_cloud = {fleet["cloud"]: fleet for fleet in fleets}
     space = resolve_unknown_pools(hook, space)
-    existing = hook.list_workers(space["id"], comm_styles=[POLLING])
+    existing = hook.list_workers(space["id"])  # every style: a listening worker in a pool is foreign, listed
     plan = plan_space(space, by_cloud, existing, prune=prune)
     clouds: dict[str, dict[str, Any]] = {}
     for cloud in space["pools"]:
@@ -250,7 +250,7 @@ def retire_space(
 
     One read, then at most one write per record; foreign records are counted and left alone.
     """
-    existing = hook.list_workers(space["id"], comm_styles=[POLLING])
+    existing = hook.list_workers(space["id"])  # every style: a listening worker in a pool is foreign, listed
     plan = plan_retire(space, {f["cloud"]: f for f in fleets}, existing)
     clouds = {cloud: {**_empty_counts(), "errors": []} for cloud in space["pools"]}
     for cloud, names in plan["foreign"].items():

@@ -217,6 +217,13 @@ def ownership_key(name: str, thumbprint: str) -> tuple[str, str]:
     return (name.strip().casefold(), thumbprint.upper())
 
 
+def record_key(record: Mapping[str, Any]) -> tuple[str, str]:
+    """A record's ownership key; a non-polling record's never matches one (the package only makes polling ones)."""
+    if not is_polling(record):
+        return ("", "")
+    return ownership_key(record.get("Name") or "", thumbprint_of(record))
+
+
 # --------------------------------------------------------------------------- discovery
 
 
@@ -665,7 +672,7 @@ def plan_space(
       no pool is left (*pruned*), else PUT without P (*unshared*). Every other record in P is **foreign**: counted,
       listed, never touched.
     """
-    records = [dict(r) for r in existing if is_polling(r)]
+    records = [dict(r) for r in existing]
     writes = _Writes(records)
     present: dict[str, int] = {}
     errors: dict[str, list[str]] = {}
@@ -688,7 +695,7 @@ def plan_space(
             )
         if prune:
             for record in records:
-                key = ownership_key(record.get("Name") or "", thumbprint_of(record))
+                key = record_key(record)
                 if record["Id"] in handled or visit["pool_id"] not in writes.pools(record) or key in current:
                     continue
                 if key in owned:
@@ -700,7 +707,7 @@ def plan_space(
                     foreign.setdefault(cloud, []).append(record.get("Name") or record["Id"])
         else:
             for record in records:
-                key = ownership_key(record.get("Name") or "", thumbprint_of(record))
+                key = record_key(record)
                 if visit["pool_id"] in writes.pools(record) and key not in owned and record["Id"] not in handled:
                     foreign.setdefault(cloud, []).append(record.get("Name") or record["Id"])
     actions = writes.actions()
@@ -712,7 +719,7 @@ def plan_space(
         current = {ownership_key(w["name"], w["thumbprint"]) for w in fleet["workers"]}
         owned = {ownership_key(o["name"], o["thumbprint"]) for o in fleet.get("owned") or []}
         for record in records:
-            key = ownership_key(record.get("Name") or "", thumbprint_of(record))
+            key = record_key(record)
             if key in owned and key not in current and record["Id"] not in deleted:
                 remaining.setdefault(cloud, []).append({"name": record["Name"], "thumbprint": key[1]})
     return {
@@ -742,7 +749,7 @@ def _plan_copies(
     handled: set[str] = set()
     for worker in fleet["workers"]:
         key = ownership_key(worker["name"], worker["thumbprint"])
-        mine = [r for r in records if ownership_key(r.get("Name") or "", thumbprint_of(r)) == key]
+        mine = [r for r in records if record_key(r) == key]
         if mine:
             record = mine[0]
             handled.add(record["Id"])
@@ -780,7 +787,7 @@ def _plan_copies(
             continue
         if same_name_records:
             record = same_name_records[0]
-            ours = ownership_key(record.get("Name") or "", thumbprint_of(record)) in owned
+            ours = record_key(record) in owned
             if ours and prune:
                 handled.add(record["Id"])
                 pools = writes.pools(record) + ([pool_id] if pool_id not in writes.pools(record) else [])
@@ -823,7 +830,7 @@ def plan_retire(
     A record of ours that also belongs to other pools only loses the shared pool (*unshared*); every other record
     in a shared pool is foreign and untouched. Returns ``{"actions", "foreign": {cloud: [name]}}``.
     """
-    records = [dict(r) for r in existing if is_polling(r)]
+    records = [dict(r) for r in existing]
     writes = _Writes(records)
     foreign: dict[str, list[str]] = {}
     for cloud in sorted(space["pools"]):
@@ -835,7 +842,7 @@ def plan_retire(
         for record in records:
             if pool_id not in writes.pools(record):
                 continue
-            if ownership_key(record.get("Name") or "", thumbprint_of(record)) in owned:
+            if record_key(record) in owned:
                 others = [p for p in writes.pools(record) if p != pool_id]
                 writes.change(record, cloud, "pruned", "retire", WorkerPoolIds=others)
             else:

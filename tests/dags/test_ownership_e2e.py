@@ -66,8 +66,8 @@ def test_foreign_workers_in_shared_pools_survive_share_prune_and_retire(local_cl
         assert str(dag_run.state) == "success", states
         assert records_named(emulator.control.state(), {*FOREIGN, "two-pools"}) == foreign_before
     summary = xcom_value(dag_run, "summarize")
-    assert summary["foreign"]["Space 002"] == ["builder", "laptop", "two-pools"]  # polling records in the pool
-    assert summary["totals"]["pruned"] == 0 and summary["totals"]["foreign"] >= 6
+    assert summary["foreign"]["Space 002"] == ["builder", "laptop", "listening", "two-pools"]
+    assert summary["totals"]["pruned"] == 0 and summary["totals"]["foreign"] == 8
 
     dag_run, states = run_dag("retire_octopus_workers", {"clouds": ["local"], "name_prefix": "t"})
     assert str(dag_run.state) == "success", states

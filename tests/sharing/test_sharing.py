@@ -723,11 +723,6 @@ class TestPlanSpaceOwnership:
         plan = plan_space(COPY, {"aws": ONE}, [foreign], prune=prune)
         assert plan["foreign"] == {"aws": [foreign["Name"]]}
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: plan_space drops non-polling records before deciding, so a listening worker in a shared "
-        "pool is never listed as foreign (and operations.share_space reads polling workers only)",
-    )
     def test_listening_worker_in_a_shared_pool_is_listed_as_foreign(self):
         plan = plan_space(
             COPY, {"aws": ONE}, [worker(5, "listener", FOREIGN, [AWS_POOL], style="TentaclePassive")], prune=True
