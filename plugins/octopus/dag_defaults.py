@@ -48,7 +48,7 @@ DEFAULT_CLOUDS = ["aws", "azure", "gcp"]
 #: The Airflow pool every ``share_to_space`` task runs in, and the slots the demo creates it with. All share
 #: tasks (of every run) together hold at most that many slots, so at most that many write to Octopus at once.
 SHARE_POOL = "octopus_share"
-SHARE_POOL_SLOTS = 4
+SHARE_POOL_SLOTS = 16  # Airflow's default max_active_tasks_per_dag: fewer would queue shares behind each other
 SHARE_POOL_DESCRIPTION = (
     "share_octopus_workers: share_to_space tasks writing to Octopus at once (they share the API key's rate limit)"
 )
