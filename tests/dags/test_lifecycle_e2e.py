@@ -6,7 +6,7 @@ import pendulum
 import pytest
 import requests
 
-from octopus_emulator.scenario import make_scenario, make_worker
+from octopus_emulator.scenario import make_scenario
 from tests.dags.harness import (
     LOCAL_POOL,
     duplicate_records,
