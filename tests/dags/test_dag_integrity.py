@@ -44,6 +44,16 @@ def test_share_tasks_and_edges(share_dag):
     }
 
 
+def test_claim_deployment_heads_both_dags_and_waits_without_a_slot(share_dag, retire_dag):
+    from octopus.sensors import DeploymentLeaseSensor
+
+    for dag in (share_dag, retire_dag):
+        claim = dag.get_task("claim_deployment")
+        assert isinstance(claim, DeploymentLeaseSensor) and claim.mode == "reschedule", dag.dag_id
+        assert sorted(claim.upstream_task_ids) == [] and sorted(claim.downstream_task_ids) == ["get_spaces"]
+        assert dag.get_task("get_spaces").upstream_task_ids == {"claim_deployment"}
+
+
 def test_share_mapping(share_dag):
     from airflow.sdk.definitions.mappedoperator import MappedOperator
 
@@ -73,10 +83,14 @@ def test_retire_tasks_and_edges(retire_dag):
 
 
 def params_error(dag, conf):
+    import copy
+
     from airflow.sdk.definitions.param import ParamsDict
 
     try:
-        params = ParamsDict(dag.params)
+        # A deep copy: ParamsDict(dag.params) shares the Param objects, and update() sets their values in place,
+        # which would leak e.g. target_spaces=["Team A"] into every later DAG run of this test session.
+        params = ParamsDict(copy.deepcopy(dag.params))
         params.update(conf)
         params.validate()
     except Exception as exc:  # ParamValidationError
@@ -106,6 +120,11 @@ def test_share_params_reject_bad_input(share_dag, conf, fragment):
 def test_share_params_accept_local_run(share_dag):
     conf = {"clouds": ["local"], "instance_count": {"local": 2}, "target_spaces": ["Team A"], "dry_run": True}
     assert params_error(share_dag, conf) is None
+    assert share_dag.params["target_spaces"] == [], "validating a conf must not change the DAG's defaults"
+
+
+def test_share_params_accept_an_explicit_initial_space(share_dag):
+    assert params_error(share_dag, {"clouds": ["local"], "initial_space": "Space 002"}) is None
 
 
 def test_parsing_opens_no_network_connection(monkeypatch):

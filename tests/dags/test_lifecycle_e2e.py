@@ -6,7 +6,7 @@ import pendulum
 import pytest
 import requests
 
-from octopus_emulator.scenario import make_scenario
+from octopus_emulator.scenario import make_scenario, make_worker
 from tests.dags.harness import (
     LOCAL_POOL,
     duplicate_records,
@@ -35,6 +35,19 @@ def put_worker(emulator, worker):
         timeout=10,
     )
     assert response.status_code == 200, response.text
+
+
+def identity(worker):
+    """What a write could change (health checks aside)."""
+    endpoint = worker["Endpoint"]
+    return (
+        worker["Id"],
+        worker["Name"],
+        worker["WorkerPoolIds"],
+        endpoint.get("Thumbprint"),
+        endpoint.get("Uri"),
+        worker["IsDisabled"],
+    )
 
 
 def record(state, space_name, name):
@@ -99,26 +112,35 @@ def test_three_daily_runs_with_rebuilds_keep_exactly_the_current_fleet(local_clo
 
 
 def test_busy_stale_worker_is_disabled_then_removed_next_run(local_cloud, emulator):
-    # Only our own stale copies are ever deleted: shrink the fleet so that t-local-2's copies go stale.
-    emulator.control.reset(make_scenario(3, [LOCAL_POOL]))
+    # Only our own stale copies are ever deleted: shrink the fleet so that t-local-2's copies go stale. The old
+    # intent (a stale Unavailable record pre-seeded in the pool gets pruned) is wrong by design now: such a record
+    # is foreign, so it is kept here too and must be left alone, listed as foreign, on every run.
+    foreign = make_worker("old-worker", pools=[LOCAL_POOL], HealthStatus="Unavailable")
+    emulator.control.reset(make_scenario(3, [LOCAL_POOL], workers={2: [foreign]}))
+    foreign_before = record(emulator.control.state(), "Space 002", "old-worker")
     dag_run, states = run_dag("share_octopus_workers", local_conf())
     assert str(dag_run.state) == "success", states
     busy_id = record(emulator.control.state(), "Space 002", "t-local-2")["Id"]
-    emulator.control.set_faults({"busy_workers": [busy_id]})
+    emulator.control.set_faults({"busy_workers": [busy_id, foreign_before["Id"]]})
 
     dag_run, states = run_dag("share_octopus_workers", local_conf(instance_count={"local": 1}))
 
     assert str(dag_run.state) == "success", states
     kept = record(emulator.control.state(), "Space 002", "t-local-2")
     assert kept["IsDisabled"] is True
-    row = next(r for r in xcom_value(dag_run, "summarize")["spaces"] if r["space_name"] == "Space 002")
+    summary = xcom_value(dag_run, "summarize")
+    row = next(r for r in summary["spaces"] if r["space_name"] == "Space 002")
     assert row["clouds"]["local"]["disabled"] == 1
+    assert summary["foreign"] == {"Space 002": ["old-worker"]}
 
     emulator.control.clear_faults()
     dag_run, states = run_dag("share_octopus_workers", local_conf(instance_count={"local": 1}))
     assert str(dag_run.state) == "success", states
-    names = [w["Name"] for w in space_pool_members(emulator.control.state())["Space 002"]]
-    assert names == ["t-local-1"]
+    names = sorted(w["Name"] for w in space_pool_members(emulator.control.state())["Space 002"])
+    assert names == ["old-worker", "t-local-1"]
+    assert identity(record(emulator.control.state(), "Space 002", "old-worker")) == identity(foreign_before)
+    writes = [r for r in emulator.control.requests() if r["method"] != "GET" and foreign_before["Id"] in r["path"]]
+    assert writes == [], "the foreign record was never written to"
 
 
 def test_worker_moved_out_of_pool_is_put_back_not_duplicated(local_cloud, emulator):
