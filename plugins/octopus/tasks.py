@@ -38,10 +38,12 @@ def run_state(dag_id: str, run_id: str) -> str | None:
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
     try:
-        return str(RuntimeTaskInstance.get_dagrun_state(dag_id, run_id))
+        state = RuntimeTaskInstance.get_dagrun_state(dag_id, run_id)
     except Exception:  # a deleted run holds nothing
         log.info("Run %s of %s not found: its lease is free", run_id, dag_id)
         return None
+    # The Task SDK's DagRunState enum has no __str__: str() would give "DagRunState.RUNNING", never "running".
+    return str(getattr(state, "value", state))
 
 
 def this_run(context: Mapping[str, Any]) -> dict[str, str]:
