@@ -164,11 +164,14 @@ def terraform_processes(run_id: str) -> list[int]:
 
 
 def lock_holders(cur, workspace: str) -> list[int]:
-    cur.execute(
-        "SELECT l.pid FROM terraform_remote_state.states s JOIN pg_locks l ON l.locktype = 'advisory' "
-        "AND l.granted AND l.objid = s.id::oid WHERE s.name = %s",
-        (workspace,),
-    )
+    try:
+        cur.execute(
+            "SELECT l.pid FROM terraform_remote_state.states s JOIN pg_locks l ON l.locktype = 'advisory' "
+            "AND l.granted AND l.objid = s.id::oid WHERE s.name = %s",
+            (workspace,),
+        )
+    except psycopg2.errors.UndefinedTable:  # no Terraform has initialised the backend yet
+        return []
     return [row[0] for row in cur.fetchall()]
 
 
@@ -185,11 +188,16 @@ def freeze_while_locked(cluster: DistributedAirflow, run_id: str, workspace: str
                     for pid in pids:
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(pid, signal.SIGSTOP)
-                    if lock_holders(cur, workspace):
+                    held = False
+                    try:
+                        held = bool(lock_holders(cur, workspace))
+                    finally:
+                        if not held:  # not holding it yet (init, workspace select): let it step on
+                            for pid in pids:
+                                with contextlib.suppress(ProcessLookupError):
+                                    os.kill(pid, signal.SIGCONT)
+                    if held:
                         return pids
-                    for pid in pids:  # not holding it yet (init, workspace select): let it step on
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGCONT)
                 time.sleep(0.01)
     finally:
         conn.close()
