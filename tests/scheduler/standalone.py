@@ -101,6 +101,21 @@ class AirflowApi:
         run = self.call("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": dict(conf)})
         return run["dag_run_id"]
 
+    def backfill(self, dag_id: str, from_date: str, to_date: str, conf: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a backfill (one run per logical date of the schedule in the range); returns the backfill."""
+        body = {
+            "dag_id": dag_id,
+            "from_date": from_date,
+            "to_date": to_date,
+            "dag_run_conf": dict(conf),
+            "reprocess_behavior": "none",
+            "max_active_runs": 1,
+        }
+        return self.call("POST", "backfills", body)
+
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return self.call("GET", f"dags/{dag_id}/dagRuns", params={"limit": 1000})["dag_runs"]
+
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self.call("GET", f"dags/{dag_id}/dagRuns/{run_id}")
 

@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +229,103 @@ def test_a_share_task_killed_mid_way_is_retried_to_the_exact_end_state(failed_ru
     fleet = thumbprints(members["Space 001"])
     assert {space: thumbprints(records) for space, records in members.items()} == {space: fleet for space in SPACES}
     assert duplicate_records(after) == []
+
+
+# --------------------------------------------------------------------------- runs of one deployment never overlap
+# (issue 9, point 6). These run last: the retire test tears the module's fleet down.
+
+RETIRE_DAG = "retire_octopus_workers"
+# Slow Octopus: every request of the share run takes this long, so it is surely still running when the other
+# run starts. Nothing below depends on the figure beyond that; every wait is a bounded poll of task states.
+SLOW = {"latency_ms": 1000}
+
+
+def utc(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp)
+
+
+def wait_task_state(airflow, dag_id, run_id, task_id, states, *, timeout=180) -> tuple[dict[str, Any], datetime]:
+    """Poll until ``task_id`` (unmapped) is in one of ``states``; return it and when it was seen so."""
+
+    def reached() -> dict[str, Any] | None:
+        ti = by_task(airflow.api.task_instances(dag_id, run_id), task_id).get("")
+        if ti and ti["state"] in TERMINAL - set(states):  # e.g. a claim that did not wait: fail now, not at timeout
+            raise AssertionError(f"{dag_id}/{run_id}.{task_id} ended {ti['state']}, never {sorted(states)}")
+        return ti if ti and ti["state"] in states else None
+
+    ti = airflow.wait(reached, timeout=timeout, interval=0.5, what=f"{dag_id}/{run_id}.{task_id} in {sorted(states)}")
+    return ti, datetime.now(timezone.utc)
+
+
+def wait_finished(airflow, dag_id, run_id, timeout=300) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        run = airflow.api.dag_run(dag_id, run_id)
+        return run if run["state"] in TERMINAL else None
+
+    return airflow.wait(finished, timeout=timeout, interval=1, what=f"run {run_id} of {dag_id} to finish")
+
+
+def assert_waited_for(airflow, dag_id, run_id, seen_waiting: datetime, holder: dict[str, Any]) -> None:
+    """``run_id``'s claim waited while ``holder`` ran, and its first write-capable task started only after it."""
+    holder_end = utc(holder["end_date"])
+    assert seen_waiting < holder_end, f"{run_id}'s claim was seen waiting only after {holder['dag_run_id']} ended"
+    tis = airflow.api.task_instances(dag_id, run_id)
+    claim, spaces = by_task(tis, "claim_deployment")[""], by_task(tis, "get_spaces")[""]
+    assert claim["state"] == "success"
+    assert utc(claim["end_date"]) >= holder_end
+    assert utc(spaces["start_date"]) >= holder_end, "discovery (and so every write) began before the holder ended"
+
+
+def test_a_backfill_beside_a_running_share_run_waits_for_it(failed_run, standalone, emulator_process):
+    control = emulator_process.control
+    control.set_faults(SLOW)
+    api = standalone.api
+    try:
+        first = api.trigger(SHARE_DAG, CONF)
+        wait_task_state(standalone, SHARE_DAG, first, "claim_deployment", {"success"})
+        # Airflow counts max_active_runs per (DAG, backfill): without the lease this run would overlap the first.
+        before = {r["dag_run_id"] for r in api.dag_runs(SHARE_DAG)}
+        api.backfill(SHARE_DAG, "2026-06-01T00:00:00Z", "2026-06-01T00:00:00Z", CONF)
+        backfill_run = standalone.wait(
+            lambda: next((r["dag_run_id"] for r in api.dag_runs(SHARE_DAG) if r["dag_run_id"] not in before), None),
+            timeout=60,
+            what="the backfill's run to be created",
+        )
+        _, seen_waiting = wait_task_state(
+            standalone, SHARE_DAG, backfill_run, "claim_deployment", {"up_for_reschedule"}
+        )
+        holder = wait_finished(standalone, SHARE_DAG, first)
+    finally:
+        control.clear_faults()
+    assert api.dag_run(SHARE_DAG, backfill_run)["run_type"] == "backfill"
+    assert holder["state"] == "success"
+    assert wait_finished(standalone, SHARE_DAG, backfill_run)["state"] == "success"
+    assert_waited_for(standalone, SHARE_DAG, backfill_run, seen_waiting, holder)
+    members = space_pool_members(control.state())
+    fleet = thumbprints(members["Space 001"])
+    assert {space: thumbprints(records) for space, records in members.items()} == {space: fleet for space in SPACES}
+
+
+def test_a_retire_triggered_mid_share_waits_for_the_share_to_finish(failed_run, standalone, emulator_process):
+    control = emulator_process.control
+    api = standalone.api
+    standalone.wait(
+        lambda: api.call("GET", f"dags/{RETIRE_DAG}", ok=(200, 404)).get("dag_id"),
+        timeout=120,
+        what=f"the dag-processor to register {RETIRE_DAG}",
+    )
+    api.unpause(RETIRE_DAG)
+    control.set_faults(SLOW)
+    try:
+        share = api.trigger(SHARE_DAG, CONF)
+        wait_task_state(standalone, SHARE_DAG, share, "claim_deployment", {"success"})
+        retire = api.trigger(RETIRE_DAG, {"clouds": ["local"], "name_prefix": CONF["name_prefix"]})
+        _, seen_waiting = wait_task_state(standalone, RETIRE_DAG, retire, "claim_deployment", {"up_for_reschedule"})
+        holder = wait_finished(standalone, SHARE_DAG, share)
+    finally:
+        control.clear_faults()
+    assert holder["state"] == "success", "the share was disturbed by the retire"
+    assert wait_finished(standalone, RETIRE_DAG, retire)["state"] == "success"
+    assert_waited_for(standalone, RETIRE_DAG, retire, seen_waiting, holder)
+    fleet_prefix = f"{CONF['name_prefix']}-local-"
+    assert [w["Name"] for w in control.state()["workers"] if w["Name"].startswith(fleet_prefix)] == []
