@@ -33,7 +33,14 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import AssetAlias, TriggerRule, dag, get_current_context, task, task_group
 
-from octopus.dag_defaults import CONN_ID, DEFAULT_ARGS, SHARE_DESCRIPTION, SHARE_MAX_ACTIVE_TIS, SHARE_PARAMS
+from octopus.dag_defaults import (
+    CONN_ID,
+    DEFAULT_ARGS,
+    SHARE_DESCRIPTION,
+    SHARE_MAX_ACTIVE_TIS,
+    SHARE_PARAMS,
+    SHARE_POOL,
+)
 from octopus.operators import TerraformFleetOperator
 from octopus.sensors import DeploymentLeaseSensor, OctopusWorkersRegisteredSensor
 from octopus.sharing import ASSET_ALIAS
@@ -99,6 +106,7 @@ def share_octopus_workers():
         retries=3,
         multiple_outputs=False,
         max_active_tis_per_dagrun=SHARE_MAX_ACTIVE_TIS,
+        pool=SHARE_POOL,
     )
     def share_to_space(space: dict, fleets) -> None:
         """Make this space's shared pools hold exactly the fleets; fails only this space's index on error."""

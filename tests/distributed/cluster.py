@@ -217,6 +217,7 @@ class DistributedAirflow:
         for component in self.components.values():
             component.start()
         self.wait(self._healthy, timeout=startup_timeout, what="every component healthy at /api/v2/monitor/health")
+        self.api.create_share_pool()
         self.wait_workers(set(self.WORKERS))
         return self
 

@@ -93,6 +93,12 @@ class AirflowApi:
         """Jobs of one type (``SchedulerJob``, ``TriggererJob``, ``DagProcessorJob``...)."""
         return self.call("GET", "jobs", params={"job_type": job_type, "limit": 100})["jobs"]
 
+    def create_share_pool(self) -> None:
+        """The Airflow pool share_to_space runs in, as the README tells operators to create it."""
+        from octopus.dag_defaults import share_pool_body
+
+        self.call("POST", "pools", share_pool_body(), ok=(200, 201, 409))
+
     def unpause(self, dag_id: str) -> dict[str, Any]:
         return self.call("PATCH", f"dags/{dag_id}", {"is_paused": False})
 
@@ -202,6 +208,7 @@ class AirflowStandalone:
             timeout=self.startup_timeout,
             what="airflow standalone to report every component healthy at /api/v2/monitor/health",
         )
+        self.api.create_share_pool()
         return self
 
     def _healthy(self) -> bool:
