@@ -43,8 +43,7 @@ from octopus.hooks import (
     OctopusHook,
     RetryEvent,
     _config_error,
-    _StopAfterFailuresExceptRateLimits,
-    _WaitAtLeastRetryAfter,
+    retry_policy,
 )
 from octopus.pacing import TokenBucket
 
@@ -224,18 +223,7 @@ class AsyncOctopusClient:
         url, display = rules._url(path, params)
         attempts = 0
         retrying = tenacity.AsyncRetrying(
-            stop=_StopAfterFailuresExceptRateLimits(settings.max_attempts)
-            | tenacity.stop_before_delay(settings.max_retry_seconds),
-            wait=_WaitAtLeastRetryAfter(
-                tenacity.wait_exponential_jitter(
-                    initial=settings.retry_initial_wait,
-                    max=settings.retry_max_wait,
-                    jitter=settings.retry_initial_wait,
-                )
-            ),
-            retry=tenacity.retry_if_exception(lambda error: getattr(error, "retryable", False)),
-            before_sleep=lambda state: rules._log_retry(method, display, state),
-            reraise=True,
+            **retry_policy(settings, lambda state: rules._log_retry(method, display, state))
         )
         try:
             async for attempt in retrying:

@@ -256,6 +256,27 @@ class _WaitAtLeastRetryAfter(tenacity.wait.wait_base):
         return max(wait, retry_after) if retry_after is not None else wait
 
 
+def retry_policy(settings: Any, before_sleep: Any) -> dict[str, Any]:
+    """tenacity arguments shared by the sync hook and the async client: which errors, how long, how often.
+
+    Retries only errors marked ``retryable`` (5xx, 429, connection faults), with exponential backoff and jitter
+    but never sooner than ``Retry-After``; bounded by ``max_attempts`` (429s do not count) and by
+    ``max_retry_seconds``.
+    """
+    return {
+        "stop": _StopAfterFailuresExceptRateLimits(settings.max_attempts)
+        | tenacity.stop_before_delay(settings.max_retry_seconds),
+        "wait": _WaitAtLeastRetryAfter(
+            tenacity.wait_exponential_jitter(
+                initial=settings.retry_initial_wait, max=settings.retry_max_wait, jitter=settings.retry_initial_wait
+            )
+        ),
+        "retry": tenacity.retry_if_exception(lambda error: getattr(error, "retryable", False)),
+        "before_sleep": before_sleep,
+        "reraise": True,
+    }
+
+
 class OctopusHook(HttpHook):
     """
     Talk to the Octopus Deploy REST API; every method returns Octopus's resources as plain dicts.
@@ -575,20 +596,7 @@ class OctopusHook(HttpHook):
             attempts += 1
             return self._send_once(session, method, url, display, json)
 
-        retrying = tenacity.Retrying(
-            stop=_StopAfterFailuresExceptRateLimits(settings.max_attempts)
-            | tenacity.stop_before_delay(settings.max_retry_seconds),
-            wait=_WaitAtLeastRetryAfter(
-                tenacity.wait_exponential_jitter(
-                    initial=settings.retry_initial_wait,
-                    max=settings.retry_max_wait,
-                    jitter=settings.retry_initial_wait,
-                )
-            ),
-            retry=tenacity.retry_if_exception(lambda error: getattr(error, "retryable", False)),
-            before_sleep=lambda state: self._log_retry(method, display, state),
-            reraise=True,
-        )
+        retrying = tenacity.Retrying(**retry_policy(settings, lambda state: self._log_retry(method, display, state)))
         try:
             response = retrying(attempt)
         except OctopusError as error:
