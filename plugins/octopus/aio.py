@@ -32,7 +32,7 @@ from airflow.providers.http.hooks.http import _process_extra_options_from_connec
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from octopus.exceptions import OctopusError, OctopusNotFoundError, OctopusUnavailableError
+from octopus.exceptions import OctopusError, OctopusNotFoundError
 from octopus.hooks import (
     _COMM_STYLE,
     _OWN_EXTRAS,
@@ -247,25 +247,11 @@ class AsyncOctopusClient:
         try:
             raw = await client.request(method, url, json=body)
         except httpx.TimeoutException as error:
-            raise OctopusUnavailableError(
-                f"no response from {rules.base_url} within {rules._settings.timeout:g} s "
-                f"({type(error).__name__}: {rules._scrub(str(error))})",
-                method=method,
-                path=display,
-            ) from None
+            raise rules._transport_error("timeout", error, method, display) from None
         except httpx.TransportError as error:
-            unavailable = OctopusUnavailableError(
-                f"could not reach {rules.base_url} ({type(error).__name__}: {rules._scrub(str(error))})",
-                method=method,
-                path=display,
-            )
-            # A TLS failure (bad certificate, wrong CA) will not heal by retrying.
-            unavailable.retryable = not _is_tls_error(error)
-            raise unavailable from None
+            raise rules._transport_error("unreachable", error, method, display, tls=_is_tls_error(error)) from None
         except httpx.HTTPError as error:
-            raise OctopusError(
-                f"request failed ({type(error).__name__}: {rules._scrub(str(error))})", method=method, path=display
-            ) from None
+            raise rules._transport_error("other", error, method, display) from None
         response = _Response(raw)
         self.log.debug(
             "Octopus %s %s -> %s in %.0f ms", method, display, raw.status_code, (time.monotonic() - started) * 1000

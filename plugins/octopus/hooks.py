@@ -616,27 +616,12 @@ class OctopusHook(HttpHook):
         try:
             response = session.request(method, url, json=body, timeout=self._settings.timeout, allow_redirects=False)
         except requests.Timeout as error:
-            raise OctopusUnavailableError(
-                f"no response from {self.base_url} within {self._settings.timeout:g} s "
-                f"({type(error).__name__}: {self._scrub(str(error))})",
-                method=method,
-                path=display,
-            ) from None
+            raise self._transport_error("timeout", error, method, display) from None
         except requests.ConnectionError as error:
-            unavailable = OctopusUnavailableError(
-                f"could not reach {self.base_url} ({type(error).__name__}: {self._scrub(str(error))})",
-                method=method,
-                path=display,
-            )
-            # A TLS failure (bad certificate, wrong CA) will not heal by retrying.
-            unavailable.retryable = not isinstance(error, requests.exceptions.SSLError)
-            raise unavailable from None
+            tls = isinstance(error, requests.exceptions.SSLError)
+            raise self._transport_error("unreachable", error, method, display, tls=tls) from None
         except requests.RequestException as error:
-            raise OctopusError(
-                f"request failed ({type(error).__name__}: {self._scrub(str(error))})",
-                method=method,
-                path=display,
-            ) from None
+            raise self._transport_error("other", error, method, display) from None
         self.log.debug(
             "Octopus %s %s -> %s in %.0f ms",
             method,
@@ -647,6 +632,26 @@ class OctopusHook(HttpHook):
         if 200 <= response.status_code < 300:
             return response
         raise self._error_from_response(method, display, response)
+
+    def _transport_error(
+        self, kind: str, error: Exception, method: str, display: str, *, tls: bool = False
+    ) -> OctopusError:
+        """The typed error for a request that got no HTTP answer (shared with the async client), key scrubbed."""
+        what = f"({type(error).__name__}: {self._scrub(str(error))})"
+        if kind == "timeout":
+            return OctopusUnavailableError(
+                f"no response from {self.base_url} within {self._settings.timeout:g} s {what}",
+                method=method,
+                path=display,
+            )
+        if kind == "unreachable":
+            unavailable = OctopusUnavailableError(
+                f"could not reach {self.base_url} {what}", method=method, path=display
+            )
+            # A TLS failure (bad certificate, wrong CA) will not heal by retrying.
+            unavailable.retryable = not tls
+            return unavailable
+        return OctopusError(f"request failed {what}", method=method, path=display)
 
     def run_and_check(
         self,
