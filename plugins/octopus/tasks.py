@@ -387,10 +387,9 @@ def summarize_retire(
         if not summary["dry_run"] and not summary["failed_spaces"]:
             for plan in plans:
                 doc = ledger.load(store, prefix_of(context["params"]), plan["cloud"])
-                kept = compact_owned({"workers": []}, results, plan["cloud"])
-                generation = int((doc.get("fleet") or {}).get("generation") or 0) + 1
-                fleet = {"generation": generation, **this_run(context), "workers": []}
-                ledger.save(store, {**doc, "owned": kept, "fleet": fleet})
+                # An empty fleet as a new generation: a cleared share task of an older run must not replay its fleet.
+                retired = ledger.record_fleet(doc, [], this_run(context))
+                ledger.save(store, {**retired, "owned": compact_owned({"workers": []}, results, plan["cloud"])})
             if not summary["not_destroyed"]:
                 _emit_asset(context, plans, summary, event="retired")
         problems = []
