@@ -306,6 +306,45 @@ def test_a_backfill_beside_a_running_share_run_waits_for_it(failed_run, standalo
     assert {space: thumbprints(records) for space, records in members.items()} == {space: fleet for space in SPACES}
 
 
+def test_a_cleared_share_task_of_an_older_run_refuses_to_replay_its_fleet(failed_run, standalone, emulator_process):
+    """Later runs registered newer fleet generations; clearing the first run's share of a space writes nothing."""
+    control = emulator_process.control
+    control.clear_faults()
+    api = standalone.api
+    space = "Space 002"
+    ti = by_task(api.task_instances(SHARE_DAG, failed_run.run_id), "share_to_space")[space]
+    control.clear_requests()
+
+    api.clear_task_instances(
+        SHARE_DAG,
+        {
+            "dag_run_id": failed_run.run_id,
+            "task_ids": [["share_to_space", ti["map_index"]]],
+            "only_failed": False,
+            "include_downstream": False,
+            "dry_run": False,
+        },
+    )
+
+    def refused() -> dict[str, Any] | None:
+        again = by_task(api.task_instances(SHARE_DAG, failed_run.run_id), "share_to_space")[space]
+        if again["try_number"] > ti["try_number"] and again["state"] == "success":
+            raise AssertionError("the older run's share ran to success: it replayed its fleet")
+        return again if again["try_number"] > ti["try_number"] and again["state"] == "failed" else None
+
+    again = standalone.wait(refused, timeout=180, interval=1, what=f"the cleared share of {space} to be refused")
+    assert again["try_number"] == ti["try_number"] + 1  # refused at once: not retried
+    writes = [r for r in control.requests() if r["method"] in ("POST", "PUT", "DELETE")]
+    assert writes == []
+    log = api.call(
+        "GET",
+        f"dags/{SHARE_DAG}/dagRuns/{failed_run.run_id}/taskInstances/share_to_space/logs/{again['try_number']}",
+        params={"map_index": ti["map_index"], "full_content": "true"},
+    )
+    text = str(log)
+    assert "older than the current one" in text and "refusing to replay" in text
+
+
 def test_a_retire_triggered_mid_share_waits_for_the_share_to_finish(failed_run, standalone, emulator_process):
     control = emulator_process.control
     api = standalone.api
