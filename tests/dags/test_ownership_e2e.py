@@ -208,3 +208,37 @@ def test_two_clouds_touching_one_record_end_exactly_right(emulator, octopus_conn
     assert after["t-local-old"]["WorkerPoolIds"] == [pool_ids["AWS Worker Pool TF"]]  # unshared, not deleted
     writes = [r for r in emulator.control.requests() if r["method"] in ("PUT", "DELETE", "POST")]
     assert len(writes) == 2 and len({r["path"] for r in writes}) == 2
+
+
+def asset_events(uri: str, run_ids) -> list[dict]:
+    """Events of ``uri`` emitted by the given runs (the session's database also holds other tests' events)."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .filter(AssetModel.uri == uri, AssetEvent.source_run_id.in_(list(run_ids)))
+            .all()
+        )
+        return [{"dag": e.source_dag_id, "task": e.source_task_id, "extra": dict(e.extra or {})} for e in rows]
+
+
+def test_a_full_share_and_a_full_retire_each_emit_their_asset(local_cloud, emulator):
+    emulator.control.reset(make_scenario(3, [LOCAL_POOL]))
+    server = emulator.url.split("://", 1)[1].rstrip("/")
+    shared, retired = f"octopus://{server}/shared-workers/t", f"octopus://{server}/shared-workers/t/retired"
+    share_run, _ = run_dag("share_octopus_workers", local_conf())
+    assert str(share_run.state) == "success"
+    (event,) = asset_events(shared, [share_run.run_id])
+    assert (event["dag"], event["task"]) == ("share_octopus_workers", "summarize")
+    assert event["extra"]["totals"]["added"] == 4 and event["extra"]["clouds"] == ["local"]
+    assert asset_events(retired, [share_run.run_id]) == []
+
+    retire_run, _ = run_dag("retire_octopus_workers", {"clouds": ["local"], "name_prefix": "t"})
+    assert str(retire_run.state) == "success"
+    runs = [share_run.run_id, retire_run.run_id]
+    (event,) = asset_events(retired, runs)
+    assert event["dag"] == "retire_octopus_workers" and event["extra"]["totals"]["pruned"] == 6
+    assert len(asset_events(shared, runs)) == 1  # a teardown never says "shared"
