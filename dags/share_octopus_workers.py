@@ -40,9 +40,11 @@ from octopus.dag_defaults import (
     SHARE_MAX_ACTIVE_TIS,
     SHARE_PARAMS,
     SHARE_POOL,
+    share_mode,
 )
 from octopus.operators import TerraformFleetOperator
 from octopus.sensors import DeploymentLeaseSensor, OctopusWorkersRegisteredSensor
+from octopus.share_operator import OctopusShareSpaceOperator, share_trigger_args
 from octopus.sharing import ASSET_ALIAS
 
 
@@ -100,22 +102,6 @@ def share_octopus_workers():
 
         return tasks.spaces_to_share(plans, get_current_context()["params"])
 
-    @task(
-        map_index_template="{{ space_label }}",
-        trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
-        retries=3,
-        multiple_outputs=False,
-        max_active_tis_per_dagrun=SHARE_MAX_ACTIVE_TIS,
-        pool=SHARE_POOL,
-    )
-    def share_to_space(space: dict, fleets) -> None:
-        """Make this space's shared pools hold exactly the fleets; fails only this space's index on error."""
-        from octopus import tasks
-
-        context = get_current_context()
-        context["space_label"] = space["name"]
-        tasks.share_to_space(space, fleets, context, conn_id=CONN_ID, concurrency=SHARE_MAX_ACTIVE_TIS)
-
     @task(trigger_rule=TriggerRule.ALL_DONE, multiple_outputs=False, outlets=[AssetAlias(ASSET_ALIAS)])
     def summarize(plans, fleets) -> dict:
         """Spaces × clouds table in the log and XCom; releases the lease; emits the Asset on full success."""
@@ -126,7 +112,21 @@ def share_octopus_workers():
     plans = get_spaces()
     claim >> plans
     waits = fleet.expand(fleet_plan=plans)
-    shares = share_to_space.partial(fleets=waits.output).expand(space=spaces_to_share(plans))
+    # One index per space, named by space; under a scheduler it runs on a worker or, with [octopus]
+    # share_mode = triggerer, wholly in the triggerer (see octopus.dag_defaults.share_mode).
+    shares = OctopusShareSpaceOperator.partial(
+        task_id="share_to_space",
+        fleets=waits.output,
+        octopus_conn_id=CONN_ID,
+        concurrency=SHARE_MAX_ACTIVE_TIS,
+        map_index_template="{{ task.space['name'] }}",
+        trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
+        retries=3,
+        max_active_tis_per_dagrun=SHARE_MAX_ACTIVE_TIS,
+        pool=SHARE_POOL,
+        start_from_trigger=share_mode() == "triggerer",
+        start_trigger_args=share_trigger_args(CONN_ID, concurrency=SHARE_MAX_ACTIVE_TIS),
+    ).expand(space=spaces_to_share(plans))
     shares >> summarize(plans, waits.output)
 
 

@@ -56,6 +56,30 @@ SHARE_POOL_DESCRIPTION = (
 #: also the ``concurrency`` their hooks divide the connection's ``max_requests_per_minute`` by.
 SHARE_MAX_ACTIVE_TIS = SHARE_POOL_SLOTS
 
+#: Where ``share_to_space`` indexes run under a scheduler, from Airflow's config ``[octopus] share_mode``
+#: (``AIRFLOW__OCTOPUS__SHARE_MODE``), read when the DAG is parsed:
+#:
+#: * ``worker`` (default): each index is a task process on a worker, labelled with its space's name;
+#: * ``triggerer``: each index starts and ends in the triggerer (``start_from_trigger``) as a coroutine, so it
+#:   costs about its HTTP; but Airflow 3.3 does not render ``map_index_template`` there, so the grid shows
+#:   indexes 0, 1, 2 … (in ``spaces_to_share`` order; each index's log and XCom name its space).
+#:
+#: ``dag.test()`` always runs the worker path (it never starts a task from the triggerer).
+SHARE_MODES = ("worker", "triggerer")
+
+
+def share_mode() -> str:
+    """The configured :data:`SHARE_MODES` entry; anything else fails the DAG's parse, naming the setting."""
+    from airflow.sdk.configuration import conf
+
+    mode = (conf.get("octopus", "share_mode", fallback="worker") or "worker").strip().lower()
+    if mode not in SHARE_MODES:
+        raise ValueError(
+            f"[octopus] share_mode (AIRFLOW__OCTOPUS__SHARE_MODE) must be one of {', '.join(SHARE_MODES)}, "
+            f"got {mode!r}"
+        )
+    return mode
+
 
 def share_pool_body(slots: int = SHARE_POOL_SLOTS) -> dict[str, Any]:
     """The share pool as a ``POST /api/v2/pools`` body (``airflow pools set`` takes the same three values)."""

@@ -95,7 +95,11 @@ def resolve_unknown_pools(hook: OctopusHook, space: Mapping[str, Any]) -> dict[s
     """
     if all(p["pool_id"] for p in space["pools"].values()):
         return dict(space)
-    pools = hook.list_worker_pools(space["id"])
+    return resolve_pools(space, hook.list_worker_pools(space["id"]))
+
+
+def resolve_pools(space: Mapping[str, Any], pools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``space`` with the pool ids it lacked found in ``pools`` (its worker pools); clouds without one dropped."""
     resolved = {}
     for cloud, entry in space["pools"].items():
         if entry["pool_id"]:
@@ -135,6 +139,21 @@ def share_space(
     space = resolve_unknown_pools(hook, space)
     existing = hook.list_workers(space["id"])  # every style: a listening worker in a pool is foreign, listed
     plan = plan_space(space, by_cloud, existing, prune=prune)
+    clouds = initial_counts(space, plan)
+    planned = _describe(plan["actions"])
+    if not dry_run and needs_policy(plan):
+        try:
+            policy_id = hook.get_default_machine_policy(space["id"])["Id"]
+        except OctopusError as exc:
+            drop_creates(plan, clouds, exc)
+        else:
+            assign_policy(plan, policy_id)
+    result = _carry_out(hook, space, plan["actions"], clouds, planned, dry_run=dry_run, parallelism=parallelism)
+    return _with_ownership(result, plan)
+
+
+def initial_counts(space: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per cloud of ``space``: the counts ``plan`` settles without a write (present, foreign, errors, not run)."""
     clouds: dict[str, dict[str, Any]] = {}
     for cloud in space["pools"]:
         counts = clouds[cloud] = _empty_counts()
@@ -144,21 +163,26 @@ def share_space(
         if cloud in plan["not_run"]:
             counts["not_run"] = 1
             counts["errors"].append("fleet not ready (terraform_apply or wait_for_workers failed): nothing shared")
-    planned = _describe(plan["actions"])
-    if not dry_run and any(a["op"] == "create" for a in plan["actions"]):
-        try:
-            policy_id = hook.get_default_machine_policy(space["id"])["Id"]
-        except OctopusError as exc:
-            for cloud in {a["cloud"] for a in plan["actions"] if a["op"] == "create"}:
-                clouds[cloud]["errors"].append(f"default machine policy lookup failed: {exc}")
-                clouds[cloud]["retryable_errors"] += int(exc.retryable)
-            plan["actions"] = [a for a in plan["actions"] if a["op"] != "create"]
-        else:
-            for action in plan["actions"]:
-                if action["op"] == "create":
-                    action["worker"]["MachinePolicyId"] = policy_id
-    result = _carry_out(hook, space, plan["actions"], clouds, planned, dry_run=dry_run, parallelism=parallelism)
-    return _with_ownership(result, plan)
+    return clouds
+
+
+def needs_policy(plan: Mapping[str, Any]) -> bool:
+    """Whether ``plan`` creates a worker (only then is the space's default machine policy looked up)."""
+    return any(a["op"] == "create" for a in plan["actions"])
+
+
+def drop_creates(plan: dict[str, Any], clouds: dict[str, dict[str, Any]], exc: OctopusError) -> None:
+    """The policy lookup failed: each creating cloud records why, and the creates are dropped from ``plan``."""
+    for cloud in {a["cloud"] for a in plan["actions"] if a["op"] == "create"}:
+        clouds[cloud]["errors"].append(f"default machine policy lookup failed: {exc}")
+        clouds[cloud]["retryable_errors"] += int(exc.retryable)
+    plan["actions"] = [a for a in plan["actions"] if a["op"] != "create"]
+
+
+def assign_policy(plan: Mapping[str, Any], policy_id: str) -> None:
+    for action in plan["actions"]:
+        if action["op"] == "create":
+            action["worker"]["MachinePolicyId"] = policy_id
 
 
 def _with_ownership(result: dict[str, Any], plan: Mapping[str, Any]) -> dict[str, Any]:
@@ -213,29 +237,37 @@ def execute_actions(
             return action, "failed", f"{action['op']} {worker.get('Name')}: {exc}", exc.retryable
 
     for action, outcome, note, retryable in parallel_map(run, list(actions), parallelism):
-        counts = clouds[action["cloud"]]
-        if action["op"] == "delete" and outcome in ("failed", "disabled"):
-            # The record stays: the ledger must go on owning it, or the next run could never remove it.
-            worker = action["worker"]
-            counts.setdefault("kept", []).append(
-                {"name": worker["Name"], "thumbprint": (worker.get("Endpoint") or {}).get("Thumbprint", "").upper()}
-            )
-        if outcome == "failed":
-            counts["errors"].append(note)
-            counts["retryable_errors"] += int(retryable)
-        else:
-            counts[outcome] += 1
-            if note:
-                counts.setdefault("notes", []).append(note)
+        count_outcome(clouds, action, outcome, note, retryable)
+
+
+def count_outcome(
+    clouds: dict[str, dict[str, Any]], action: Mapping[str, Any], outcome: str, note: str | None, retryable: bool
+) -> None:
+    """Count one carried-out action's ``outcome`` (or its error ``note``) into ``clouds[action's cloud]``."""
+    counts = clouds[action["cloud"]]
+    if action["op"] == "delete" and outcome in ("failed", "disabled"):
+        # The record stays: the ledger must go on owning it, or the next run could never remove it.
+        worker = action["worker"]
+        counts.setdefault("kept", []).append(
+            {"name": worker["Name"], "thumbprint": (worker.get("Endpoint") or {}).get("Thumbprint", "").upper()}
+        )
+    if outcome == "failed":
+        counts["errors"].append(note)
+        counts["retryable_errors"] += int(retryable)
+    else:
+        counts[outcome] += 1
+        if note:
+            counts.setdefault("notes", []).append(note)
 
 
 def _created_already(hook: OctopusHook, space_id: str, body: Mapping[str, Any]) -> bool:
-    thumbprint = body["Endpoint"]["Thumbprint"]
+    return created_already(body, hook.list_workers(space_id, thumbprint=body["Endpoint"]["Thumbprint"]))
+
+
+def created_already(body: Mapping[str, Any], workers: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether ``workers`` (those with ``body``'s thumbprint) hold the record a lost POST of ``body`` made."""
     pool_id = body["WorkerPoolIds"][0]
-    return any(
-        pool_id in w.get("WorkerPoolIds", []) and w.get("Name") == body["Name"]
-        for w in hook.list_workers(space_id, thumbprint=thumbprint)
-    )
+    return any(pool_id in w.get("WorkerPoolIds", []) and w.get("Name") == body["Name"] for w in workers)
 
 
 def retire_space(
@@ -276,11 +308,16 @@ def _carry_out(
 ) -> dict[str, Any]:
     """Count the planned writes (``dry_run``) or execute them, and build the space's result."""
     if dry_run:
-        for action in actions:
-            clouds[action["cloud"]][action["outcome"]] += 1
+        count_planned(actions, clouds)
     else:
         execute_actions(hook, space["id"], actions, clouds, parallelism)
     return _result(space, clouds, planned, dry_run=dry_run)
+
+
+def count_planned(actions: Sequence[Mapping[str, Any]], clouds: dict[str, dict[str, Any]]) -> None:
+    """A dry run: count each planned action as if it had succeeded."""
+    for action in actions:
+        clouds[action["cloud"]][action["outcome"]] += 1
 
 
 def _result(space: Mapping[str, Any], clouds: dict[str, dict[str, Any]], planned: list[str], *, dry_run: bool):

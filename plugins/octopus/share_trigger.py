@@ -1,0 +1,201 @@
+"""Trigger that shares the fleets into one space, wholly in the triggerer (``share_to_space`` with
+``start_from_trigger``): the ownership fences, one read, the plan, the writes, and the end of the task instance.
+
+A share index then costs what its HTTP costs: no worker process, no DAG parse, no worker-side XCom round trips.
+Every space of every run is a coroutine of the triggerer's one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSuccessEvent, TriggerEvent
+
+from octopus import aoperations, ledger, tasks
+from octopus.aio import AsyncOctopusClient
+from octopus.exceptions import OctopusError
+from octopus.pacing import TokenBucket
+from octopus.sharing import DEFAULT_NAME_PREFIX, SharingError
+
+#: Spaces one triggerer shares at once (all runs together), unless the trigger says otherwise: the start of a
+#: trigger bypasses pools and ``max_active_tis_per_dagrun``, so this keeps Octopus's load as on workers.
+DEFAULT_SPACES_AT_ONCE = 16
+
+
+class _Gate:
+    """Per event loop: the slots of spaces shared at once, and one pacing bucket per connection while busy."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = asyncio.Semaphore(slots)
+        self.opening = asyncio.Lock()
+        self.buckets: dict[str, TokenBucket | None] = {}
+        self.active = 0
+
+
+_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Gate] = weakref.WeakKeyDictionary()
+
+
+def _gate(slots: int) -> _Gate:
+    loop = asyncio.get_running_loop()
+    if loop not in _GATES:
+        _GATES[loop] = _Gate(slots)
+    return _GATES[loop]
+
+
+def _decoded(value: Any) -> Any:
+    """A kwarg as rendered in the triggerer (a JSON string from ``| tojson``) or as given (tests, dag.test())."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+class OctopusShareSpaceTrigger(BaseTrigger):
+    """
+    Share the ready fleets into one space and end the task instance from the triggerer.
+
+    Before the first write it checks, as the worker path does, that this run still holds each deployment's lease
+    and that its fleet generation is current (the ledger, read through ``airflow.sdk.Variable`` from the
+    triggerer). Ends with ``TaskSuccessEvent`` (XCom ``space_result``); on a retryable Octopus error it logs the
+    error and yields ``TaskFailedEvent`` (Airflow then retries the index, again in the triggerer). An error no
+    retry can fix (a fence refusal, a 4xx, a name taken by someone else) resumes the task on a worker with a
+    ``{"status": "failed"}`` event, where ``execute_complete`` fails it without retries, as the worker path does.
+
+    :param space: the space (an item of ``spaces_to_share``), or its JSON (rendered in the triggerer).
+    :param fleets: the ``wait_for_workers`` XComs (a failed cloud's entry is ``None``), or their JSON.
+    :param run_settings: ``{"dag_id", "run_id", "name_prefix", "dry_run", "prune_stale"}``, or its JSON.
+    :param octopus_conn_id: Airflow connection of the Octopus server (the only thing of it that is serialized).
+    :param parallelism: writes in flight within the space.
+    :param spaces_at_once: spaces this triggerer shares at once; every share trigger of one triggerer also
+        shares one pacing bucket per connection (``max_requests_per_minute`` holds for all of them together).
+    """
+
+    #: Where the fences read the ledger, and how they learn a lease holder's run state (tests replace them).
+    store_factory: Any = ledger.VariableStore
+    run_state: Any = staticmethod(tasks.run_state)
+
+    def __init__(
+        self,
+        *,
+        space: Mapping[str, Any] | str,
+        fleets: Any,
+        run_settings: Mapping[str, Any] | str,
+        octopus_conn_id: str = "octopus_default",
+        parallelism: int = aoperations.DEFAULT_PARALLELISM,
+        spaces_at_once: int = DEFAULT_SPACES_AT_ONCE,
+    ) -> None:
+        super().__init__()
+        self.space = space
+        self.fleets = fleets
+        self.run_settings = run_settings
+        self.octopus_conn_id = octopus_conn_id
+        self.parallelism = parallelism
+        self.spaces_at_once = spaces_at_once
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return f"{type(self).__module__}.{type(self).__qualname__}", {
+            "space": self.space,
+            "fleets": self.fleets,
+            "run_settings": self.run_settings,
+            "octopus_conn_id": self.octopus_conn_id,
+            "parallelism": self.parallelism,
+            "spaces_at_once": self.spaces_at_once,
+        }
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        space = dict(_decoded(self.space))
+        ready = tasks._ready_fleets(_decoded(self.fleets))
+        settings = dict(_decoded(self.run_settings))
+        dry_run = bool(settings.get("dry_run", False))
+        gate = _gate(self.spaces_at_once)
+        gate.active += 1
+        try:
+            async with gate.slots:
+                event = await self._share_or_refuse(gate, space, ready, settings, dry_run=dry_run)
+        finally:
+            gate.active -= 1
+            if not gate.active:
+                gate.buckets.clear()  # the next batch reads the connection's rate afresh
+        yield event
+
+    async def _share_or_refuse(
+        self, gate: _Gate, space: dict[str, Any], ready: list[dict[str, Any]], settings: Mapping[str, Any], *, dry_run
+    ) -> TriggerEvent:
+        if not dry_run:
+            try:
+                self.check_fences(space, ready, settings)
+            except SharingError as exc:
+                message = f"Sharing into space {space['name']} ({space['id']}) refused: {exc}"
+                self.log.error("%s", message)
+                return TriggerEvent({"status": "failed", "message": message, "result": None})
+        return self._end(await self._share(gate, space, ready, settings, dry_run=dry_run))
+
+    def check_fences(self, space: Mapping[str, Any], fleets: list[dict[str, Any]], settings: Mapping[str, Any]) -> None:
+        """:func:`octopus.ledger.check_fence` for each of the space's deployments (lease and fleet generation)."""
+        store = type(self).store_factory()
+        me = {"dag_id": settings["dag_id"], "run_id": settings["run_id"]}
+        prefix = settings.get("name_prefix") or DEFAULT_NAME_PREFIX
+        by_cloud = {f["cloud"]: f for f in fleets}
+        for cloud in sorted(space["pools"]):
+            if cloud in by_cloud:
+                doc = ledger.load(store, prefix, cloud)
+                ledger.check_fence(doc, me, type(self).run_state, generation=by_cloud[cloud].get("generation"))
+
+    async def _client(self, gate: _Gate) -> AsyncOctopusClient:
+        """A client pacing with the bucket every share trigger of this loop uses for the connection."""
+        async with gate.opening:
+            if self.octopus_conn_id not in gate.buckets:
+                client = AsyncOctopusClient(self.octopus_conn_id)
+                await client.__aenter__()
+                gate.buckets[self.octopus_conn_id] = client.pacing
+                return client
+        bucket = gate.buckets[self.octopus_conn_id]
+        return (
+            AsyncOctopusClient(self.octopus_conn_id, pacing=bucket)
+            if bucket
+            else AsyncOctopusClient(self.octopus_conn_id)
+        )
+
+    async def _share(
+        self, gate: _Gate, space: dict[str, Any], ready: list[dict[str, Any]], settings: Mapping[str, Any], *, dry_run
+    ) -> dict[str, Any]:
+        client: AsyncOctopusClient | None = None
+        try:
+            client = await self._client(gate)
+            result = await aoperations.share_space(
+                client,
+                space,
+                ready,
+                prune=bool(settings.get("prune_stale", True)),
+                dry_run=dry_run,
+                parallelism=self.parallelism,
+            )
+        except OctopusError as exc:  # the first read (or the connection) failed: every cloud failed alike
+            result = tasks._failed_result(space, exc, dry_run=dry_run)
+        finally:
+            if client is not None:
+                await client.aclose()
+        result["requests"] = client.request_count if client is not None else 0
+        return result
+
+    def _end(self, result: dict[str, Any]) -> TriggerEvent:
+        """Log the result as the worker path does, and the event that ends (or resumes) the task instance."""
+        for line in result["planned"]:
+            self.log.info("%s: %s", "would" if result["dry_run"] else "planned", line)
+        for cloud, counts in result["clouds"].items():
+            shown = {k: v for k, v in counts.items() if v and k not in ("errors", "retryable_errors")}
+            self.log.info("%s / %s: %s", result["space_name"], cloud, shown)
+        if result.get("foreign"):
+            self.log.info("Foreign, left alone: %s", ", ".join(result["foreign"]))
+        self.log.info("%d Octopus requests", result["requests"])
+        failures = {c: v for c, v in result["clouds"].items() if v.get("failed")}
+        if not failures:
+            return TaskSuccessEvent(xcoms={tasks.SPACE_RESULT_KEY: result})
+        message = f"Sharing into space {result['space_name']} ({result['space_id']}) failed: " + "; ".join(
+            f"{cloud}: {' | '.join(v['errors'])}" for cloud, v in sorted(failures.items())
+        )
+        self.log.error("%s", message)
+        if any(v.get("retryable_errors") for v in failures.values()):
+            return TaskFailedEvent(xcoms={tasks.SPACE_RESULT_KEY: result})
+        return TriggerEvent({"status": "failed", "message": message, "result": result})

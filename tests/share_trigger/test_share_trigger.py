@@ -1,0 +1,225 @@
+"""The share trigger and the async share path, against the Octopus emulator (a real server on loopback).
+
+* ``aoperations.share_space`` leaves Octopus exactly as ``operations.share_space`` does, with the same result
+  and the same requests (one read per space, the policy only when creating, one write per record).
+* ``OctopusShareSpaceTrigger`` ends its task with ``TaskSuccessEvent`` carrying ``space_result``; a retryable
+  error gives ``TaskFailedEvent``; a fence refusal or an error no retry fixes resumes the task on a worker,
+  which fails it without retries; the fences refuse before any request is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+from airflow.triggers.base import TaskFailedEvent, TaskSuccessEvent, TriggerEvent
+
+from octopus import aoperations, ledger, operations, share_trigger
+from octopus.aio import AsyncOctopusClient
+from octopus.hooks import OctopusHook
+from octopus.share_operator import OctopusShareSpaceOperator, share_trigger_args
+from octopus.share_trigger import OctopusShareSpaceTrigger
+from tests.share_trigger.conftest import OLD, PREFIX, mixed_scenario, upstream, workers_state
+
+RUN = {"dag_id": "share_octopus_workers", "run_id": "manual__1", "name_prefix": PREFIX, "dry_run": False}
+
+
+def _without_requests(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "requests"} for r in results]
+
+
+def _routes(emulator) -> Counter:
+    return Counter(
+        f"{e['method']} {e['path'].split('/')[-1] if 'Workers-' in e['path'] else e['path']}"
+        for e in emulator.control.requests()
+    )
+
+
+def _busy_old_copy(emulator) -> str:
+    return next(w["Id"] for w in emulator.control.state()["workers"] if w["SpaceId"] == "Spaces-3" and w["Name"] == OLD)
+
+
+async def _share_all_async(visits, fleet) -> list[dict[str, Any]]:
+    async with AsyncOctopusClient() as client:
+        return [await aoperations.share_space(client, v, [fleet], prune=True, dry_run=False) for v in visits]
+
+
+def _events(trigger: OctopusShareSpaceTrigger) -> list[TriggerEvent]:
+    async def collect():
+        return [event async for event in trigger.run()]
+
+    return asyncio.run(collect())
+
+
+def _trigger(space, fleets, **run: Any) -> OctopusShareSpaceTrigger:
+    return OctopusShareSpaceTrigger(space=space, fleets=fleets, run_settings={**RUN, **run})
+
+
+@pytest.fixture
+def ledger_store(monkeypatch):
+    """The trigger's fences read this in-memory ledger (the triggerer reads Airflow Variables instead)."""
+    store = ledger.MemoryStore()
+    monkeypatch.setattr(OctopusShareSpaceTrigger, "store_factory", lambda: store)
+    monkeypatch.setattr(OctopusShareSpaceTrigger, "run_state", staticmethod(lambda dag_id, run_id: "running"))
+    return store
+
+
+def test_async_share_leaves_octopus_exactly_as_the_sync_share(octopus):
+    octopus.control.set_faults({"busy_workers": [_busy_old_copy(octopus)]})
+    visits, fleet = upstream()
+    octopus.control.clear_requests()
+    with OctopusHook() as hook:
+        sync_results = [operations.share_space(hook, v, [fleet], prune=True, dry_run=False) for v in visits]
+    sync_state, sync_routes = workers_state(octopus), _routes(octopus)
+
+    octopus.control.reset(mixed_scenario())
+    octopus.control.set_faults({"busy_workers": [_busy_old_copy(octopus)]})
+    visits, fleet = upstream()
+    octopus.control.clear_requests()
+    async_results = asyncio.run(_share_all_async(visits, fleet))
+
+    assert workers_state(octopus) == sync_state
+    assert _without_requests(async_results) == _without_requests(sync_results)
+    assert _routes(octopus) == sync_routes
+    by_space = {r["space_name"]: r["clouds"]["local"] for r in async_results}
+    assert by_space["Space 002"]["pruned"] == 1 and by_space["Space 002"]["added"] == 1
+    assert by_space["Space 003"]["disabled"] == 1 and by_space["Space 003"]["foreign"] == 1
+    assert by_space["Space 004"]["fixed"] == 1
+    # The refused delete's record stays ours in the ledger, or no later run could remove it.
+    space3 = next(r for r in async_results if r["space_name"] == "Space 003")
+    assert [w["name"] for w in space3["owned_remaining"]["local"]] == [OLD]
+    assert space3["foreign"] == ["laptop"]
+
+
+def test_async_rerun_reads_each_space_once_and_writes_nothing(octopus):
+    visits, fleet = upstream()
+    asyncio.run(_share_all_async(visits, fleet))
+    octopus.control.clear_requests()
+    asyncio.run(_share_all_async(visits, fleet))
+    methods = Counter(e["method"] for e in octopus.control.requests())
+    assert methods == {"GET": len(visits)}
+
+
+def test_trigger_ends_the_task_with_success_and_its_space_result(octopus, ledger_store):
+    visits, fleet = upstream()
+    space = next(v for v in visits if v["name"] == "Space 005")
+    [event] = _events(_trigger(space, [fleet]))
+    assert isinstance(event, TaskSuccessEvent)
+    result = event.xcoms["space_result"]
+    assert result["space_name"] == "Space 005"
+    assert result["clouds"]["local"]["added"] == 2
+    assert result["requests"] == 1 + 1 + 2  # the space's workers, its default policy, one POST per worker
+    names = {w[1] for w in workers_state(octopus) if w[0] == space["id"]}
+    assert names == {"t-local-1", "t-local-2"}
+
+
+def test_trigger_accepts_the_json_the_triggerer_renders(octopus, ledger_store):
+    import json
+
+    visits, fleet = upstream()
+    space = visits[-1]
+    octopus.control.clear_requests()
+    [event] = _events(
+        OctopusShareSpaceTrigger(
+            space=json.dumps(space), fleets=json.dumps([fleet, None]), run_settings=json.dumps({**RUN, "dry_run": True})
+        )
+    )
+    assert isinstance(event, TaskSuccessEvent)
+    assert event.xcoms["space_result"]["dry_run"] is True
+    assert [e["method"] for e in octopus.control.requests()] == ["GET"]  # a dry run reads, writes nothing
+
+
+def test_fence_refuses_an_older_fleet_before_any_request(octopus, ledger_store):
+    visits, fleet = upstream(generation=1)
+    doc = ledger.empty(PREFIX, "local")
+    doc["fleet"] = {"generation": 2, "dag_id": RUN["dag_id"], "run_id": "scheduled__newer", "workers": []}
+    ledger.save(ledger_store, doc)
+    octopus.control.clear_requests()
+    [event] = _events(_trigger(visits[1], [fleet]))
+    assert type(event) is TriggerEvent
+    assert event.payload["status"] == "failed"
+    assert "generation 1" in event.payload["message"] and "refusing to replay" in event.payload["message"]
+    assert octopus.control.requests() == []
+
+
+def test_fence_refuses_while_another_run_holds_the_lease(octopus, ledger_store):
+    visits, fleet = upstream()
+    doc = ledger.empty(PREFIX, "local")
+    doc["lease"] = {"dag_id": "retire_octopus_workers", "run_id": "manual__other", "since": 0.0}
+    ledger.save(ledger_store, doc)
+    octopus.control.clear_requests()
+    [event] = _events(_trigger(visits[1], [fleet]))
+    assert event.payload["status"] == "failed"
+    assert "retire_octopus_workers" in event.payload["message"]
+    assert octopus.control.requests() == []
+
+
+def test_retryable_failure_gives_task_failed_event_with_the_result(octopus, ledger_store):
+    visits, fleet = upstream()
+    octopus.control.set_faults({"fail_next": [{"count": 10, "status": 503, "method": "GET", "path_regex": "/workers"}]})
+    [event] = _events(_trigger(visits[1], [fleet]))
+    assert isinstance(event, TaskFailedEvent)
+    result = event.xcoms["space_result"]
+    assert result["clouds"]["local"]["failed"] == 1 and result["clouds"]["local"]["retryable_errors"] == 1
+
+
+def test_unfixable_failure_resumes_on_a_worker_that_fails_without_retry(octopus, ledger_store):
+    visits, fleet = upstream()
+    octopus.control.set_faults({"readonly_spaces": [visits[1]["id"]]})
+    [event] = _events(_trigger(visits[1], [fleet]))
+    assert type(event) is TriggerEvent and event.payload["status"] == "failed"
+    assert visits[1]["name"] in event.payload["message"]
+
+    pushed = {}
+
+    class Ti:
+        def xcom_push(self, key, value):
+            pushed[key] = value
+
+    operator = OctopusShareSpaceOperator(task_id="share_to_space", space=visits[1])
+    with pytest.raises(AirflowFailException, match=visits[1]["name"]):
+        operator.execute_complete({"ti": Ti()}, event=event.payload)
+    assert pushed["space_result"]["space_name"] == visits[1]["name"]
+
+
+def test_one_triggerer_shares_at_most_spaces_at_once(octopus, ledger_store, monkeypatch):
+    visits, fleet = upstream()
+    running, peak = 0, 0
+    real = aoperations.share_space
+
+    async def counting(*args, **kwargs):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            await asyncio.sleep(0.05)
+            return await real(*args, **kwargs)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(aoperations, "share_space", counting)
+
+    async def gather_events():
+        async def one(t):
+            return [e async for e in t.run()]
+
+        triggers = [
+            OctopusShareSpaceTrigger(space=v, fleets=[fleet], run_settings=RUN, spaces_at_once=2) for v in visits
+        ]
+        return await asyncio.gather(*(one(t) for t in triggers))
+
+    events = asyncio.run(gather_events())
+    assert all(isinstance(e, TaskSuccessEvent) for [e] in events)
+    assert peak == 2
+
+
+def test_trigger_round_trips_through_serialize():
+    args = share_trigger_args("octopus_default", concurrency=8)
+    trigger = OctopusShareSpaceTrigger(**args.trigger_kwargs)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == args.trigger_cls == "octopus.share_trigger.OctopusShareSpaceTrigger"
+    assert kwargs == {**args.trigger_kwargs, "parallelism": aoperations.DEFAULT_PARALLELISM}
+    assert share_trigger.DEFAULT_SPACES_AT_ONCE == 16
