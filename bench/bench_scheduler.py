@@ -421,6 +421,7 @@ def services(args: argparse.Namespace) -> Iterator[tuple[EmulatorProcess, Airflo
             "TF_VAR_runtime_dir": str(runtime),
             "TF_VAR_server_comms_port": str(emulator.comms_port),
             "TF_VAR_boot_delay_seconds": "0",
+            "AIRFLOW__OCTOPUS__SHARE_MODE": args.share_mode,
             **({} if args.test_tuning else AIRFLOW_DEFAULTS),
         }
         airflow = AirflowStandalone(work / "home", env, startup_timeout=300)
@@ -484,6 +485,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-timeout", type=float, default=1800.0, help="seconds one DAG run may take")
     parser.add_argument("--log-samples", type=int, default=20, help="share_to_space logs read per run")
     parser.add_argument("--test-tuning", action="store_true", help="the scheduler suite's fast heartbeats")
+    parser.add_argument(
+        "--share-mode",
+        choices=("worker", "triggerer"),
+        default="worker",
+        help="where share_to_space indexes run ([octopus] share_mode): task processes, or the triggerer",
+    )
     parser.add_argument("--out", type=Path, help="also write the markdown report to this file")
     parser.add_argument("--json", type=Path, help="also write every measurement to this file")
     args = parser.parse_args(argv)
@@ -495,7 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Command: bench/bench_scheduler.py {' '.join(argv if argv is not None else sys.argv[1:])}",
         f"End to end, {args.latency_ms:g} ms added to every Octopus request; Airflow "
         + ("with the test suite's fast heartbeats" if args.test_tuning else "at its default concurrency")
-        + f"; LocalExecutor on Postgres; DAG poll_interval_seconds={args.poll_interval}.",
+        + f"; LocalExecutor on Postgres; DAG poll_interval_seconds={args.poll_interval}; "
+        + f"share_to_space in the {args.share_mode} ([octopus] share_mode={args.share_mode}).",
     ]
     results: list[RunFigures] = []
     started = time.perf_counter()

@@ -191,11 +191,25 @@ class OctopusShareSpaceTrigger(BaseTrigger):
         self.log.info("%d Octopus requests", result["requests"])
         failures = {c: v for c, v in result["clouds"].items() if v.get("failed")}
         if not failures:
-            return TaskSuccessEvent(xcoms={tasks.SPACE_RESULT_KEY: result})
+            return self._end_task(TaskSuccessEvent, result)
         message = f"Sharing into space {result['space_name']} ({result['space_id']}) failed: " + "; ".join(
             f"{cloud}: {' | '.join(v['errors'])}" for cloud, v in sorted(failures.items())
         )
         self.log.error("%s", message)
         if any(v.get("retryable_errors") for v in failures.values()):
-            return TaskFailedEvent(xcoms={tasks.SPACE_RESULT_KEY: result})
+            return self._end_task(TaskFailedEvent, result)
         return TriggerEvent({"status": "failed", "message": message, "result": result})
+
+    def _end_task(self, event: type[TaskSuccessEvent | TaskFailedEvent], result: dict[str, Any]) -> TriggerEvent:
+        """The end event, with ``space_result`` pushed as a worker pushes it.
+
+        In the triggerer the XCom goes through the task instance's own ``xcom_push`` (the triggerer's comms,
+        the Execution API): Airflow 3.3.2 stores an event's ``xcoms`` through the ORM's ``XComModel.set``,
+        which JSON-encodes the value once more, so tasks would pull a string instead of the result. Without a
+        task instance (tests) the result travels in the event.
+        """
+        ti = self.task_instance
+        if ti is None or not hasattr(ti, "xcom_push"):
+            return event(xcoms={tasks.SPACE_RESULT_KEY: result})
+        ti.xcom_push(key=tasks.SPACE_RESULT_KEY, value=result)
+        return event()

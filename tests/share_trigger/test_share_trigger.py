@@ -223,3 +223,21 @@ def test_trigger_round_trips_through_serialize():
     assert classpath == args.trigger_cls == "octopus.share_trigger.OctopusShareSpaceTrigger"
     assert kwargs == {**args.trigger_kwargs, "parallelism": aoperations.DEFAULT_PARALLELISM}
     assert share_trigger.DEFAULT_SPACES_AT_ONCE == 16
+
+
+def test_in_the_triggerer_the_result_is_pushed_by_the_task_instance_not_the_event(octopus, ledger_store):
+    """The event's own ``xcoms`` would be stored JSON-encoded twice by Airflow 3.3.2 (see ``_end_task``)."""
+    visits, fleet = upstream()
+    pushed = {}
+
+    class RuntimeTi:  # what the triggerer sets: the task instance, with the Task SDK's xcom_push
+        task_id = "share_to_space"
+
+        def xcom_push(self, key, value):
+            pushed[key] = value
+
+    trigger = _trigger(visits[2], [fleet])
+    trigger.task_instance = RuntimeTi()
+    [event] = _events(trigger)
+    assert isinstance(event, TaskSuccessEvent) and event.xcoms is None
+    assert pushed["space_result"]["space_name"] == visits[2]["name"]
