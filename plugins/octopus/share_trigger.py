@@ -13,6 +13,7 @@ import weakref
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from airflow.sdk.execution_time.xcom import XCom
 from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSuccessEvent, TriggerEvent
 
 from octopus import aoperations, ledger, tasks
@@ -129,7 +130,7 @@ class OctopusShareSpaceTrigger(BaseTrigger):
                 message = f"Sharing into space {space['name']} ({space['id']}) refused: {exc}"
                 self.log.error("%s", message)
                 return TriggerEvent({"status": "failed", "message": message, "result": None})
-        return self._end(await self._share(gate, space, ready, settings, dry_run=dry_run))
+        return await self._end(await self._share(gate, space, ready, settings, dry_run=dry_run))
 
     def check_fences(self, space: Mapping[str, Any], fleets: list[dict[str, Any]], settings: Mapping[str, Any]) -> None:
         """:func:`octopus.ledger.check_fence` for each of the space's deployments (lease and fleet generation)."""
@@ -179,7 +180,7 @@ class OctopusShareSpaceTrigger(BaseTrigger):
         result["requests"] = client.request_count if client is not None else 0
         return result
 
-    def _end(self, result: dict[str, Any]) -> TriggerEvent:
+    async def _end(self, result: dict[str, Any]) -> TriggerEvent:
         """Log the result as the worker path does, and the event that ends (or resumes) the task instance."""
         for line in result["planned"]:
             self.log.info("%s: %s", "would" if result["dry_run"] else "planned", line)
@@ -191,25 +192,34 @@ class OctopusShareSpaceTrigger(BaseTrigger):
         self.log.info("%d Octopus requests", result["requests"])
         failures = {c: v for c, v in result["clouds"].items() if v.get("failed")}
         if not failures:
-            return self._end_task(TaskSuccessEvent, result)
+            return await self._end_task(TaskSuccessEvent, result)
         message = f"Sharing into space {result['space_name']} ({result['space_id']}) failed: " + "; ".join(
             f"{cloud}: {' | '.join(v['errors'])}" for cloud, v in sorted(failures.items())
         )
         self.log.error("%s", message)
         if any(v.get("retryable_errors") for v in failures.values()):
-            return self._end_task(TaskFailedEvent, result)
+            return await self._end_task(TaskFailedEvent, result)
         return TriggerEvent({"status": "failed", "message": message, "result": result})
 
-    def _end_task(self, event: type[TaskSuccessEvent | TaskFailedEvent], result: dict[str, Any]) -> TriggerEvent:
+    async def _end_task(self, event: type[TaskSuccessEvent | TaskFailedEvent], result: dict[str, Any]) -> TriggerEvent:
         """The end event, with ``space_result`` pushed as a worker pushes it.
 
-        In the triggerer the XCom goes through the task instance's own ``xcom_push`` (the triggerer's comms,
-        the Execution API): Airflow 3.3.2 stores an event's ``xcoms`` through the ORM's ``XComModel.set``,
-        which JSON-encodes the value once more, so tasks would pull a string instead of the result. Without a
-        task instance (tests) the result travels in the event.
+        In the triggerer the XCom goes through the Task SDK's ``XCom.aset`` (the triggerer's comms, then the
+        Execution API, as from a worker). Not the event's ``xcoms``: Airflow 3.3.2 stores those through the ORM's
+        ``XComModel.set``, which JSON-encodes the value once more (``models/trigger.py``
+        ``_push_xcoms_if_necessary``), so downstream tasks would pull a string. Not ``ti.xcom_push`` either: the
+        triggerer's task instance carries a ``SerializedMappedOperator``, which lacks ``returns_dag_result``.
+        Without a task instance (unit tests) the result travels in the event.
         """
         ti = self.task_instance
-        if ti is None or not hasattr(ti, "xcom_push"):
+        if ti is None:
             return event(xcoms={tasks.SPACE_RESULT_KEY: result})
-        ti.xcom_push(key=tasks.SPACE_RESULT_KEY, value=result)
+        await XCom.aset(
+            key=tasks.SPACE_RESULT_KEY,
+            value=result,
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
+            map_index=ti.map_index,
+        )
         return event()

@@ -225,19 +225,24 @@ def test_trigger_round_trips_through_serialize():
     assert share_trigger.DEFAULT_SPACES_AT_ONCE == 16
 
 
-def test_in_the_triggerer_the_result_is_pushed_by_the_task_instance_not_the_event(octopus, ledger_store):
+def test_in_the_triggerer_the_result_is_pushed_through_the_task_sdk_not_the_event(octopus, ledger_store, monkeypatch):
     """The event's own ``xcoms`` would be stored JSON-encoded twice by Airflow 3.3.2 (see ``_end_task``)."""
     visits, fleet = upstream()
-    pushed = {}
+    pushed = []
 
-    class RuntimeTi:  # what the triggerer sets: the task instance, with the Task SDK's xcom_push
-        task_id = "share_to_space"
+    class RecordingXCom:  # stands in for the Task SDK's XCom, which needs the triggerer's comms
+        @staticmethod
+        async def aset(key, value, **where):
+            pushed.append((key, value, where))
 
-        def xcom_push(self, key, value):
-            pushed[key] = value
+    class RuntimeTi:  # what the triggerer sets on a trigger started for a task
+        task_id, dag_id, run_id, map_index = "share_to_space", RUN["dag_id"], RUN["run_id"], 2
 
+    monkeypatch.setattr(share_trigger, "XCom", RecordingXCom)
     trigger = _trigger(visits[2], [fleet])
     trigger.task_instance = RuntimeTi()
     [event] = _events(trigger)
     assert isinstance(event, TaskSuccessEvent) and event.xcoms is None
-    assert pushed["space_result"]["space_name"] == visits[2]["name"]
+    [(key, value, where)] = pushed
+    assert key == "space_result" and value["space_name"] == visits[2]["name"]
+    assert where == {"dag_id": RUN["dag_id"], "task_id": "share_to_space", "run_id": RUN["run_id"], "map_index": 2}
