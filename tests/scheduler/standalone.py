@@ -117,7 +117,14 @@ class AirflowApi:
             "reprocess_behavior": "none",
             "max_active_runs": 1,
         }
-        return self.call("POST", "backfills", body)
+
+        def create() -> dict[str, Any] | None:
+            # Airflow answers 503 "Database is locked ... not supported on SQLite under concurrent access" while the
+            # scheduler writes (standalone runs on SQLite); the creation was rolled back, so trying again is safe.
+            answer = self.call("POST", "backfills", body, ok=(200, 201, 503))
+            return answer if "id" in answer else None
+
+        return wait_for(create, timeout=60, interval=1, what="Airflow to accept the backfill (SQLite busy)")
 
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
         return self.call("GET", f"dags/{dag_id}/dagRuns", params={"limit": 1000})["dag_runs"]
