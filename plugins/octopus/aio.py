@@ -90,6 +90,8 @@ class AsyncOctopusClient:
     :param octopus_conn_id: Airflow connection of the Octopus server.
     :param pacing: a :class:`~octopus.pacing.TokenBucket` shared with other clients or hooks of the same user.
     :param transport: an ``httpx.AsyncBaseTransport`` (tests); default: httpx's own.
+    :param pool_size: connections kept to the server (httpx's defaults when not given): size it for the
+        requests in flight of every client that :meth:`borrow` s this one.
     """
 
     def __init__(
@@ -105,7 +107,17 @@ class AsyncOctopusClient:
         timeout: float | None = None,
         pacing: TokenBucket | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        pool_size: int | None = None,
     ) -> None:
+        self._settings_kwargs: dict[str, Any] = {
+            "page_size": page_size,
+            "max_requests_per_minute": max_requests_per_minute,
+            "max_attempts": max_attempts,
+            "max_retry_seconds": max_retry_seconds,
+            "retry_initial_wait": retry_initial_wait,
+            "retry_max_wait": retry_max_wait,
+            "timeout": timeout,
+        }
         # Validates the keyword arguments now, as the hook does.
         self._rules = _HookRules(
             octopus_conn_id,
@@ -124,7 +136,9 @@ class AsyncOctopusClient:
         self._client: httpx.AsyncClient | None = None
         self._opening: asyncio.Lock | None = None
         self._closed = False
+        self._borrowed = False
         self._request_count = 0
+        self._pool_size = pool_size
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -195,13 +209,28 @@ class AsyncOctopusClient:
             trust_env=bool(merged.get("trust_env", True)),
             transport=self._transport,
             mounts=mounts,
+            limits=(
+                httpx.Limits(max_connections=self._pool_size, max_keepalive_connections=self._pool_size)
+                if self._pool_size
+                else httpx.Limits()  # httpx's defaults
+            ),
         )
+
+    async def borrow(self) -> AsyncOctopusClient:
+        """A client on this one's connection, HTTP pool and pacing bucket, with its own request count and retry
+        log; closing it leaves this one open. Opens this client first if needed (one connection lookup)."""
+        http = await self._aclient()
+        twin = AsyncOctopusClient(self.octopus_conn_id, **self._settings_kwargs, pacing=self.pacing)
+        twin._rules._prefetched = self._rules._prefetched
+        twin._rules._load_connection()  # the same checks, on the connection already fetched
+        twin._client, twin._borrowed = http, True
+        return twin
 
     async def aclose(self) -> None:
         """Close the HTTP client and its pooled connections."""
         self._closed = True
         client, self._client = self._client, None
-        if client is not None:
+        if client is not None and not self._borrowed:
             await client.aclose()
 
     async def __aenter__(self) -> AsyncOctopusClient:

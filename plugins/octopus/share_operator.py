@@ -2,9 +2,10 @@
 
 Under a scheduler with ``start_from_trigger`` the scheduler defers each mapped index straight to
 :class:`~octopus.share_trigger.OctopusShareSpaceTrigger` (``TaskInstance.defer_task``): no worker process. The
-trigger's ``space``, ``fleets`` and ``run_settings`` are rendered per index in the triggerer from the templates
-of :func:`share_trigger_args`. Wherever the operator runs on a worker instead (``dag.test()``, which never starts
-tasks from the triggerer, or ``start_from_trigger=False``), :meth:`execute` does the same share synchronously
+trigger's ``run_settings`` are rendered per index in the triggerer from :data:`RUN_SETTINGS_TEMPLATE`; it reads
+its space and the fleets from the upstream XComs itself, once for all indexes of a run. Wherever the operator
+runs on a worker instead (``dag.test()``, which never starts tasks from the triggerer, or
+``start_from_trigger=False``), :meth:`execute` does the same share synchronously
 (:func:`octopus.tasks.share_to_space`).
 """
 
@@ -20,27 +21,26 @@ from airflow.triggers.base import StartTriggerArgs
 from octopus import tasks
 from octopus.share_trigger import DEFAULT_SPACES_AT_ONCE
 
-#: Templates the triggerer renders into the trigger's kwargs (the triggerer's context has no unmapped task, so
-#: the index's space is read from ``spaces_to_share``'s list; ``map_indexes`` must be explicit there: the
-#: triggerer answers only single-XCom reads). One ``wait_for_workers`` index per selected cloud.
-SPACE_TEMPLATE = "{{ ti.xcom_pull(task_ids='spaces_to_share', map_indexes=-1)[ti.map_index] | tojson }}"
-FLEETS_TEMPLATE = (
-    "{{ ti.xcom_pull(task_ids='wait_for_workers', map_indexes=range(params.clouds | unique | list | length))"
-    " | tojson }}"
-)
+#: The one template the triggerer renders into the trigger's kwargs: run identity and params, no XCom read
+#: (the trigger reads ``spaces_to_share`` and ``wait_for_workers`` itself, once for all indexes of a run; a
+#: template's ``xcom_pull`` would be one request per index to the triggerer's supervisor). One
+#: ``wait_for_workers`` index per selected cloud.
 RUN_SETTINGS_TEMPLATE = (
     "{{ {'dag_id': ti.dag_id, 'run_id': ti.run_id, 'name_prefix': params.name_prefix, "
-    "'dry_run': params.dry_run, 'prune_stale': params.prune_stale} | tojson }}"
+    "'dry_run': params.dry_run, 'prune_stale': params.prune_stale, "
+    "'fleet_count': params.clouds | unique | list | length} | tojson }}"
 )
 
 
 def share_trigger_args(
     octopus_conn_id: str, *, concurrency: int = DEFAULT_SPACES_AT_ONCE, parallelism: int | None = None
 ) -> StartTriggerArgs:
-    """What the scheduler starts each index with: the share trigger, its templated kwargs, ``execute_complete``."""
+    """What the scheduler starts each index with: the share trigger, its templated kwargs, ``execute_complete``.
+
+    The trigger reads its space (this index's item of ``spaces_to_share``) and the fleets (``wait_for_workers``)
+    from XCom in the triggerer.
+    """
     kwargs: dict[str, Any] = {
-        "space": SPACE_TEMPLATE,
-        "fleets": FLEETS_TEMPLATE,
         "run_settings": RUN_SETTINGS_TEMPLATE,
         "octopus_conn_id": octopus_conn_id,
         "spaces_at_once": concurrency,

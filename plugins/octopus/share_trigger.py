@@ -8,6 +8,7 @@ Every space of every run is a coroutine of the triggerer's one event loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import weakref
 from collections.abc import AsyncIterator, Mapping
@@ -18,8 +19,8 @@ from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSuccessEvent
 
 from octopus import aoperations, ledger, tasks
 from octopus.aio import AsyncOctopusClient
+from octopus.coalesce import Coalescer
 from octopus.exceptions import OctopusError
-from octopus.pacing import TokenBucket
 from octopus.sharing import DEFAULT_NAME_PREFIX, SharingError
 
 #: Spaces one triggerer shares at once (all runs together), unless the trigger says otherwise: the start of a
@@ -28,13 +29,22 @@ DEFAULT_SPACES_AT_ONCE = 16
 
 
 class _Gate:
-    """Per event loop: the slots of spaces shared at once, and one pacing bucket per connection while busy."""
+    """Per event loop, while share triggers run: the slots of spaces shared at once, one open client per
+    connection (one connection lookup, one HTTP pool, one pacing bucket), and the reads they share."""
 
     def __init__(self, slots: int) -> None:
         self.slots = asyncio.Semaphore(slots)
         self.opening = asyncio.Lock()
-        self.buckets: dict[str, TokenBucket | None] = {}
+        self.clients: dict[str, AsyncOctopusClient] = {}
+        self.reads = Coalescer()
         self.active = 0
+
+    async def idle(self) -> None:
+        """The last share trigger ended: the next batch looks its connection up afresh and reads anew."""
+        clients, self.clients = self.clients, {}
+        self.reads.clear()
+        for client in clients.values():
+            await client.aclose()
 
 
 _GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Gate] = weakref.WeakKeyDictionary()
@@ -45,6 +55,14 @@ def _gate(slots: int) -> _Gate:
     if loop not in _GATES:
         _GATES[loop] = _Gate(slots)
     return _GATES[loop]
+
+
+#: Where the share reads its space and fleets in the triggerer: the DAG's upstream task ids.
+DEFAULT_UPSTREAM = {"spaces": "spaces_to_share", "fleets": "wait_for_workers"}
+
+
+class _UpstreamMissing(Exception):
+    """An upstream XCom the share needs is not there: no retry brings it back."""
 
 
 def _decoded(value: Any) -> Any:
@@ -60,16 +78,26 @@ class OctopusShareSpaceTrigger(BaseTrigger):
     and that its fleet generation is current (the ledger, read through ``airflow.sdk.Variable`` from the
     triggerer). Ends with ``TaskSuccessEvent`` (XCom ``space_result``); on a retryable Octopus error it logs the
     error and yields ``TaskFailedEvent`` (Airflow then retries the index, again in the triggerer). An error no
-    retry can fix (a fence refusal, a 4xx, a name taken by someone else) resumes the task on a worker with a
-    ``{"status": "failed"}`` event, where ``execute_complete`` fails it without retries, as the worker path does.
+    retry can fix (a fence refusal, a 4xx, a name taken by someone else, an upstream XCom missing) resumes the
+    task on a worker with a ``{"status": "failed"}`` event, where ``execute_complete`` fails it without
+    retries, as the worker path does.
 
-    :param space: the space (an item of ``spaces_to_share``), or its JSON (rendered in the triggerer).
-    :param fleets: the ``wait_for_workers`` XComs (a failed cloud's entry is ``None``), or their JSON.
-    :param run_settings: ``{"dag_id", "run_id", "name_prefix", "dry_run", "prune_stale"}``, or its JSON.
+    What a trigger reads through the triggerer's supervisor is shared by the share triggers of one triggerer:
+    the upstream XComs once per run and try (a cleared index reads them again), each ledger once per read in
+    flight (never a read that ended before the trigger asked), the connection once per batch.
+
+    :param space: the space (an item of ``spaces_to_share``), or its JSON; ``None``: this index's item of
+        ``upstream["spaces"]``'s XCom, read in the triggerer.
+    :param fleets: the ``wait_for_workers`` XComs (a failed cloud's entry is ``None``), or their JSON; ``None``:
+        ``run_settings["fleet_count"]`` XComs of ``upstream["fleets"]``, read in the triggerer.
+    :param run_settings: ``{"dag_id", "run_id", "name_prefix", "dry_run", "prune_stale"[, "fleet_count"]}``,
+        or its JSON.
     :param octopus_conn_id: Airflow connection of the Octopus server (the only thing of it that is serialized).
     :param parallelism: writes in flight within the space.
     :param spaces_at_once: spaces this triggerer shares at once; every share trigger of one triggerer also
-        shares one pacing bucket per connection (``max_requests_per_minute`` holds for all of them together).
+        shares one client per connection, so one pacing bucket (``max_requests_per_minute`` holds for all of
+        them together).
+    :param upstream: the task ids ``{"spaces": ..., "fleets": ...}`` that ``space`` and ``fleets`` come from.
     """
 
     #: Where the fences read the ledger, and how they learn a lease holder's run state (tests replace them).
@@ -79,12 +107,13 @@ class OctopusShareSpaceTrigger(BaseTrigger):
     def __init__(
         self,
         *,
-        space: Mapping[str, Any] | str,
-        fleets: Any,
+        space: Mapping[str, Any] | str | None = None,
+        fleets: Any = None,
         run_settings: Mapping[str, Any] | str,
         octopus_conn_id: str = "octopus_default",
         parallelism: int = aoperations.DEFAULT_PARALLELISM,
         spaces_at_once: int = DEFAULT_SPACES_AT_ONCE,
+        upstream: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.space = space
@@ -93,6 +122,7 @@ class OctopusShareSpaceTrigger(BaseTrigger):
         self.octopus_conn_id = octopus_conn_id
         self.parallelism = parallelism
         self.spaces_at_once = spaces_at_once
+        self.upstream = dict(upstream or DEFAULT_UPSTREAM)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return f"{type(self).__module__}.{type(self).__qualname__}", {
@@ -102,61 +132,112 @@ class OctopusShareSpaceTrigger(BaseTrigger):
             "octopus_conn_id": self.octopus_conn_id,
             "parallelism": self.parallelism,
             "spaces_at_once": self.spaces_at_once,
+            "upstream": self.upstream,
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        space = dict(_decoded(self.space))
-        ready = tasks._ready_fleets(_decoded(self.fleets))
         settings = dict(_decoded(self.run_settings))
         dry_run = bool(settings.get("dry_run", False))
         gate = _gate(self.spaces_at_once)
         gate.active += 1
         try:
-            async with gate.slots:
-                event = await self._share_or_refuse(gate, space, ready, settings, dry_run=dry_run)
+            event = await self._run(gate, settings, dry_run=dry_run)
         finally:
             gate.active -= 1
             if not gate.active:
-                gate.buckets.clear()  # the next batch reads the connection's rate afresh
+                await gate.idle()
         yield event
 
-    async def _share_or_refuse(
-        self, gate: _Gate, space: dict[str, Any], ready: list[dict[str, Any]], settings: Mapping[str, Any], *, dry_run
-    ) -> TriggerEvent:
-        if not dry_run:
-            try:
-                self.check_fences(space, ready, settings)
-            except SharingError as exc:
-                message = f"Sharing into space {space['name']} ({space['id']}) refused: {exc}"
-                self.log.error("%s", message)
-                return TriggerEvent({"status": "failed", "message": message, "result": None})
-        return await self._end(await self._share(gate, space, ready, settings, dry_run=dry_run))
+    async def _run(self, gate: _Gate, settings: dict[str, Any], *, dry_run: bool) -> TriggerEvent:
+        try:
+            space, fleets = await self._upstream_values(gate, settings)
+        except _UpstreamMissing as exc:
+            self.log.error("%s", exc)
+            return TriggerEvent({"status": "failed", "message": str(exc), "result": None})
+        ready = tasks._ready_fleets(fleets)
+        async with gate.slots:  # what Octopus sees: at most spaces_at_once spaces at a time
+            if not dry_run:
+                try:
+                    await self.acheck_fences(gate, space, ready, settings)
+                except SharingError as exc:
+                    message = f"Sharing into space {space['name']} ({space['id']}) refused: {exc}"
+                    self.log.error("%s", message)
+                    return TriggerEvent({"status": "failed", "message": message, "result": None})
+            result = await self._share(gate, space, ready, settings, dry_run=dry_run)
+        return await self._end(result)
 
-    def check_fences(self, space: Mapping[str, Any], fleets: list[dict[str, Any]], settings: Mapping[str, Any]) -> None:
-        """:func:`octopus.ledger.check_fence` for each of the space's deployments (lease and fleet generation)."""
+    async def _upstream_values(self, gate: _Gate, settings: Mapping[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+        """The space and the fleets: as given, or this index's upstream XComs (read once for every index)."""
+        space, fleets = _decoded(self.space), _decoded(self.fleets)
+        if space is not None and fleets is not None:
+            return dict(space), list(fleets)
+        ti = self.task_instance
+        if ti is None:
+            raise _UpstreamMissing("a share trigger started without a task instance needs 'space' and 'fleets'")
+        if space is None:
+            spaces = await self._pull(gate, ti, self.upstream["spaces"], -1)
+            if not isinstance(spaces, list) or not 0 <= ti.map_index < len(spaces):
+                raise _UpstreamMissing(
+                    f"index {ti.map_index} has no space in the XCom of {self.upstream['spaces']!r} (found "
+                    f"{type(spaces).__name__}{f' of {len(spaces)}' if isinstance(spaces, list) else ''}): clear "
+                    f"{self.upstream['spaces']!r} and its downstream tasks to re-run them"
+                )
+            space = spaces[ti.map_index]
+        if fleets is None:
+            count = int(settings.get("fleet_count") or 0)
+            fleets = list(
+                await asyncio.gather(*(self._pull(gate, ti, self.upstream["fleets"], i) for i in range(count)))
+            )
+        return dict(space), fleets
+
+    async def _pull(self, gate: _Gate, ti: Any, task_id: str, map_index: int) -> Any:
+        """One upstream XCom, read once per (run, try) by every share trigger of this triggerer."""
+        key = ("xcom", ti.dag_id, ti.run_id, ti.try_number, task_id, map_index)
+        return await gate.reads.get(
+            key,
+            lambda: XCom.aget_one(
+                key="return_value", dag_id=ti.dag_id, task_id=task_id, run_id=ti.run_id, map_index=map_index
+            ),
+            keep=True,
+        )
+
+    async def acheck_fences(
+        self, gate: _Gate, space: Mapping[str, Any], fleets: list[dict[str, Any]], settings: Mapping[str, Any]
+    ) -> None:
+        """:func:`octopus.ledger.check_fence` for each of the space's deployments (lease and fleet generation).
+
+        Each ledger is read once per read in flight for the whole triggerer: a trigger joins a read another
+        started, never reuses one that had ended before it asked.
+        """
         store = type(self).store_factory()
         me = {"dag_id": settings["dag_id"], "run_id": settings["run_id"]}
         prefix = settings.get("name_prefix") or DEFAULT_NAME_PREFIX
         by_cloud = {f["cloud"]: f for f in fleets}
-        for cloud in sorted(space["pools"]):
-            if cloud in by_cloud:
-                doc = ledger.load(store, prefix, cloud)
-                ledger.check_fence(doc, me, type(self).run_state, generation=by_cloud[cloud].get("generation"))
+        clouds = [cloud for cloud in sorted(space["pools"]) if cloud in by_cloud]
+        docs = await asyncio.gather(
+            *(
+                gate.reads.get(
+                    ("ledger", ledger.ledger_key(prefix, cloud)),
+                    # a thread: the Task SDK's sync Variable read bridges back to this loop from there
+                    functools.partial(asyncio.to_thread, ledger.load, store, prefix, cloud),
+                )
+                for cloud in clouds
+            )
+        )
+        for cloud, doc in zip(clouds, docs, strict=True):
+            ledger.check_fence(doc, me, type(self).run_state, generation=by_cloud[cloud].get("generation"))
 
     async def _client(self, gate: _Gate) -> AsyncOctopusClient:
-        """A client pacing with the bucket every share trigger of this loop uses for the connection."""
+        """A client of its own (request count, retry log) on the connection, pool and bucket of this loop's."""
         async with gate.opening:
-            if self.octopus_conn_id not in gate.buckets:
-                client = AsyncOctopusClient(self.octopus_conn_id)
-                await client.__aenter__()
-                gate.buckets[self.octopus_conn_id] = client.pacing
-                return client
-        bucket = gate.buckets[self.octopus_conn_id]
-        return (
-            AsyncOctopusClient(self.octopus_conn_id, pacing=bucket)
-            if bucket
-            else AsyncOctopusClient(self.octopus_conn_id)
-        )
+            shared = gate.clients.get(self.octopus_conn_id)
+            if shared is None:
+                shared = AsyncOctopusClient(
+                    self.octopus_conn_id, pool_size=max(1, self.spaces_at_once) * max(1, self.parallelism)
+                )
+                await shared.__aenter__()
+                gate.clients[self.octopus_conn_id] = shared
+        return await shared.borrow()
 
     async def _share(
         self, gate: _Gate, space: dict[str, Any], ready: list[dict[str, Any]], settings: Mapping[str, Any], *, dry_run

@@ -13,11 +13,12 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+import httpx
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.triggers.base import TaskFailedEvent, TaskSuccessEvent, TriggerEvent
 
-from octopus import aoperations, ledger, operations, share_trigger
+from octopus import aio, aoperations, ledger, operations, share_trigger
 from octopus.aio import AsyncOctopusClient
 from octopus.hooks import OctopusHook
 from octopus.share_operator import OctopusShareSpaceOperator, share_trigger_args
@@ -221,7 +222,14 @@ def test_trigger_round_trips_through_serialize():
     trigger = OctopusShareSpaceTrigger(**args.trigger_kwargs)
     classpath, kwargs = trigger.serialize()
     assert classpath == args.trigger_cls == "octopus.share_trigger.OctopusShareSpaceTrigger"
-    assert kwargs == {**args.trigger_kwargs, "parallelism": aoperations.DEFAULT_PARALLELISM}
+    assert kwargs == {
+        **args.trigger_kwargs,
+        "space": None,  # read from spaces_to_share's XCom in the triggerer
+        "fleets": None,  # and from wait_for_workers'
+        "upstream": {"spaces": "spaces_to_share", "fleets": "wait_for_workers"},
+        "parallelism": aoperations.DEFAULT_PARALLELISM,
+    }
+    assert "xcom_pull" not in args.trigger_kwargs["run_settings"]  # no per-index request to render it
     assert share_trigger.DEFAULT_SPACES_AT_ONCE == 16
 
 
@@ -246,3 +254,134 @@ def test_in_the_triggerer_the_result_is_pushed_through_the_task_sdk_not_the_even
     [(key, value, where)] = pushed
     assert key == "space_result" and value["space_name"] == visits[2]["name"]
     assert where == {"dag_id": RUN["dag_id"], "task_id": "share_to_space", "run_id": RUN["run_id"], "map_index": 2}
+
+
+class _RecordingXCom:
+    """Stands in for the Task SDK's XCom in the triggerer: the upstream XComs, every read and push counted."""
+
+    def __init__(self, values: dict[tuple[str, int], Any]) -> None:
+        self.values = values
+        self.reads: list[tuple[str, int]] = []
+        self.pushed: dict[int, Any] = {}
+
+    async def aget_one(self, *, key, dag_id, task_id, run_id, map_index):
+        assert key == "return_value" and dag_id == RUN["dag_id"] and run_id == RUN["run_id"]
+        self.reads.append((task_id, map_index))
+        await asyncio.sleep(0)  # a round trip to the supervisor: other triggers run meanwhile
+        return self.values.get((task_id, map_index))
+
+    async def aset(self, *, key, value, dag_id, task_id, run_id, map_index):
+        self.pushed[map_index] = value
+
+
+def _runtime_ti(map_index: int, try_number: int = 1):
+    return type(
+        "RuntimeTi",
+        (),
+        {
+            "task_id": "share_to_space",
+            "dag_id": RUN["dag_id"],
+            "run_id": RUN["run_id"],
+            "map_index": map_index,
+            "try_number": try_number,
+        },
+    )()
+
+
+def _started_from_the_scheduler(map_index: int, try_number: int = 1, **run: Any) -> OctopusShareSpaceTrigger:
+    """A trigger as ``share_trigger_args`` makes it, with the task instance the triggerer sets."""
+    kwargs = share_trigger_args("octopus_default").trigger_kwargs
+    trigger = OctopusShareSpaceTrigger(**{**kwargs, "run_settings": {**RUN, "fleet_count": 1, **run}})
+    trigger.task_instance = _runtime_ti(map_index, try_number)
+    return trigger
+
+
+async def _run_all(triggers) -> list[list[TriggerEvent]]:
+    async def one(trigger):
+        return [event async for event in trigger.run()]
+
+    return await asyncio.gather(*(one(t) for t in triggers))
+
+
+def test_in_the_triggerer_every_index_of_a_run_reads_the_upstream_xcoms_once(octopus, ledger_store, monkeypatch):
+    """A template's xcom_pull would be one supervisor request per index; the triggers share one read each."""
+    visits, fleet = upstream()
+    xcom = _RecordingXCom({("spaces_to_share", -1): visits, ("wait_for_workers", 0): fleet})
+    monkeypatch.setattr(share_trigger, "XCom", xcom)
+    events = asyncio.run(_run_all([_started_from_the_scheduler(i) for i in range(len(visits))]))
+    assert all(isinstance(e, TaskSuccessEvent) for [e] in events)
+    assert sorted(xcom.reads) == [("spaces_to_share", -1), ("wait_for_workers", 0)]
+    # each index shared its own space, and pushed its own result
+    assert {i: r["space_name"] for i, r in xcom.pushed.items()} == {i: v["name"] for i, v in enumerate(visits)}
+    names = {(w[0], w[1]) for w in workers_state(octopus)}
+    assert all((v["id"], "t-local-1") in names for v in visits)
+
+
+def test_a_retried_index_reads_the_upstream_xcoms_afresh(octopus, ledger_store, monkeypatch):
+    visits, fleet = upstream()
+    xcom = _RecordingXCom({("spaces_to_share", -1): visits, ("wait_for_workers", 0): fleet})
+    monkeypatch.setattr(share_trigger, "XCom", xcom)
+    asyncio.run(_run_all([_started_from_the_scheduler(1), _started_from_the_scheduler(2, try_number=2)]))
+    assert sorted(xcom.reads) == [("spaces_to_share", -1)] * 2 + [("wait_for_workers", 0)] * 2
+
+
+def test_an_index_past_the_upstream_list_fails_naming_the_task_to_clear(octopus, ledger_store, monkeypatch):
+    visits, fleet = upstream()
+    monkeypatch.setattr(share_trigger, "XCom", _RecordingXCom({("wait_for_workers", 0): fleet}))
+    octopus.control.clear_requests()
+    [[event]] = asyncio.run(_run_all([_started_from_the_scheduler(3)]))
+    assert type(event) is TriggerEvent and event.payload["status"] == "failed"
+    assert "index 3 has no space" in event.payload["message"] and "'spaces_to_share'" in event.payload["message"]
+    assert octopus.control.requests() == []
+
+
+def test_share_triggers_of_one_triggerer_share_one_connection_lookup_and_http_pool(octopus, ledger_store, monkeypatch):
+    visits, fleet = upstream()
+    lookups, pools = [], []
+    real_lookup = aio.BaseHook.aget_connection
+    real_client = httpx.AsyncClient
+
+    async def counting_lookup(conn_id):
+        lookups.append(conn_id)
+        return await real_lookup(conn_id)
+
+    def counting_client(*args, **kwargs):
+        pools.append(kwargs.get("limits"))
+        return real_client(*args, **kwargs)
+
+    monkeypatch.setattr(aio.BaseHook, "aget_connection", staticmethod(counting_lookup))
+    monkeypatch.setattr(aio.httpx, "AsyncClient", counting_client)
+    triggers = [OctopusShareSpaceTrigger(space=v, fleets=[fleet], run_settings=RUN) for v in visits]
+    octopus.control.clear_requests()
+    events = asyncio.run(_run_all(triggers))
+    results = [e.xcoms["space_result"] for [e] in events]
+    assert lookups == ["octopus_default"] and len(pools) == 1
+    assert pools[0].max_connections == share_trigger.DEFAULT_SPACES_AT_ONCE * aoperations.DEFAULT_PARALLELISM
+    # every index still counts its own requests: the read of its space, and its writes
+    assert sum(r["requests"] for r in results) == len(octopus.control.requests())
+    assert all(r["requests"] >= 1 for r in results)
+
+    # the batch ended: the shared client is closed and the next batch looks the connection up again
+    asyncio.run(_run_all([OctopusShareSpaceTrigger(space=visits[0], fleets=[fleet], run_settings=RUN)]))
+    assert len(lookups) == 2
+
+
+def test_fences_read_the_ledger_again_for_a_trigger_that_asks_after_a_read_ended(octopus, ledger_store, monkeypatch):
+    """Shared reads are only those in flight: a lease taken meanwhile is seen by the next trigger."""
+    visits, fleet = upstream()
+    loads = []
+    real_load = ledger_store.load
+    monkeypatch.setattr(ledger_store, "load", lambda key: loads.append(key) or real_load(key))
+
+    async def one_after_another():
+        [[first]] = await _run_all([_trigger(visits[1], [fleet])])
+        doc = ledger.empty(PREFIX, "local")
+        doc["lease"] = {"dag_id": "retire_octopus_workers", "run_id": "manual__other", "since": 0.0}
+        ledger.save(ledger_store, doc)
+        [[second]] = await _run_all([_trigger(visits[2], [fleet])])
+        return first, second
+
+    first, second = asyncio.run(one_after_another())
+    assert isinstance(first, TaskSuccessEvent)
+    assert second.payload["status"] == "failed" and "retire_octopus_workers" in second.payload["message"]
+    assert loads == [ledger.ledger_key(PREFIX, "local")] * 2
