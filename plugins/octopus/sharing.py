@@ -433,6 +433,21 @@ def spaces_to_visit(plans: Sequence[Mapping[str, Any]], *, include_initial: bool
     return sorted(by_id.values(), key=lambda v: _id_number(v["id"]))
 
 
+def check_map_length(count: int, limit: int, *, task_id: str) -> None:
+    """Refuse, before anything is written, a run that maps more space indexes than Airflow allows.
+
+    Airflow refuses to map an upstream list longer than ``[core] max_map_length`` (1024 by default; the
+    Execution API checks it when the list is pushed) with a message that names neither the setting nor the
+    numbers, after the fleets were built.
+    """
+    if count > limit:
+        raise SharingError(
+            f"{count} spaces to visit, one {task_id} index each, but Airflow maps at most {limit} "
+            f"([core] max_map_length). Set AIRFLOW__CORE__MAX_MAP_LENGTH to at least {count} on every Airflow "
+            "component (the api-server checks it, the workers read it here), or narrow target_spaces."
+        )
+
+
 def _id_number(resource_id: str) -> tuple[int, str]:
     prefix, _, number = resource_id.rpartition("-")
     return (int(number), prefix) if number.isdigit() else (0, resource_id)

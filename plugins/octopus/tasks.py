@@ -104,7 +104,9 @@ def get_spaces(
     store = store or ledger.VariableStore()
     hook = OctopusHook(octopus_conn_id=conn_id)
     with fail_fast_on_bad_input():
-        from octopus.sharing import validate_prefix
+        from airflow.sdk.configuration import conf
+
+        from octopus.sharing import check_map_length, validate_prefix
 
         prefix = validate_prefix(prefix_of(params))
         docs = {cloud: ledger.load(store, prefix, cloud) for cloud in params["clouds"]}
@@ -118,6 +120,13 @@ def get_spaces(
             pins={cloud: doc.get("initial_space") for cloud, doc in docs.items()},
             initial_space=params.get("initial_space") or None,
             follow_pins=teardown,
+        )
+        check_map_length(
+            max(len(retire_spaces(plans, role=role)) for role in ("copy", "initial"))
+            if teardown
+            else len(spaces_to_share(plans, params)),
+            conf.getint("core", "max_map_length", fallback=1024),
+            task_id="retire_copies" if teardown else "share_to_space",
         )
         for plan in plans:
             doc = docs[plan["cloud"]]

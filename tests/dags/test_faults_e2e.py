@@ -192,6 +192,27 @@ def test_pool_that_exists_nowhere_names_the_pool(local_cloud, emulator, capfd):
     assert emulator.control.counters()["by_method"] == {"GET": 4}
 
 
+def test_more_spaces_than_airflow_maps_fail_before_anything_is_built_naming_the_setting(
+    local_cloud, emulator, capfd, monkeypatch
+):
+    emulator.control.reset(make_scenario(6, [LOCAL_POOL]))
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "5")  # 6 spaces: 5 to share into, plus the initial (prune)
+
+    dag_run, states = run_dag("share_octopus_workers", local_conf(), retries=2)
+
+    assert str(dag_run.state) == "failed" and states["get_spaces"] == {"": "failed"}
+    assert states["terraform_apply"] == {"": "upstream_failed"}  # no fleet built for a run that cannot share it
+    out = capfd.readouterr().out
+    assert "6 spaces to visit, one share_to_space index each, but Airflow maps at most 5" in out
+    assert "AIRFLOW__CORE__MAX_MAP_LENGTH to at least 6" in out
+    assert set(emulator.control.counters()["by_method"]) == {"GET"}  # nothing written
+
+    # without pruning the initial space is not visited: 5 indexes, exactly the limit
+    dag_run, states = run_dag("share_octopus_workers", local_conf(prune_stale=False))
+    assert str(dag_run.state) == "success", states
+    assert len(states["share_to_space"]) == 5
+
+
 def test_empty_space_list_is_a_clear_error(local_cloud, emulator, capfd):
     emulator.control.reset({"spaces": []})
 
