@@ -11,7 +11,14 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 from octopus import ledger
-from octopus.sharing import Fleet, SharingError, fleet_from, instances_from, registration_status
+from octopus.sharing import (
+    Fleet,
+    SharingError,
+    fleet_from,
+    instances_from,
+    next_poll_interval,
+    registration_status,
+)
 from octopus.templating import as_bool, as_seconds
 from octopus.triggers import OctopusWorkersRegisteredTrigger
 
@@ -205,6 +212,13 @@ class OctopusWorkersRegisteredSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         self.timeout = as_seconds(self.registration_timeout, "registration_timeout")
         self.poke_interval = as_seconds(self.poll_interval, "poll_interval")
+        if self.reschedule and not as_bool(self.deferrable):
+            # The next poke after 1, 2, 4 … s of waiting, then every poll_interval (sharing.next_poll_interval).
+            from airflow.sdk import timezone
+
+            first = context["ti"].get_first_reschedule_date(context)
+            waited = (timezone.utcnow() - first).total_seconds() if first else 0.0
+            self.poke_interval = next_poll_interval(waited, self.poke_interval)
         if as_bool(self.deferrable) and not as_bool(self.dry_run):
             result = self.poke(context)
             if result.is_done:

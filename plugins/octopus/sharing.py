@@ -455,6 +455,20 @@ def _id_number(resource_id: str) -> tuple[int, str]:
 
 # --------------------------------------------------------------------------- registration (wait)
 
+#: The wait's first read again after this many seconds; the interval then doubles up to ``poll_interval``.
+FIRST_POLL_SECONDS = 1.0
+
+
+def next_poll_interval(waited: float, poll_interval: float) -> float:
+    """Seconds until the wait reads the pool again, after ``waited`` seconds of waiting.
+
+    Reads at 0, 1, 2, 4, 8 … seconds, then every ``poll_interval``: a fleet that registers within seconds of
+    ``terraform apply`` (as a replaced or re-run fleet often does) is seen within a second or two, not a whole
+    interval later, for a few extra reads while a slow fleet boots.
+    """
+    return max(min(poll_interval, max(FIRST_POLL_SECONDS, waited)), 0.0)
+
+
 
 class Instance(TypedDict):
     name: str

@@ -10,7 +10,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from octopus.aio import AsyncOctopusClient
-from octopus.sharing import registration_status
+from octopus.sharing import next_poll_interval, registration_status
 
 
 def legacy_fleet_spec(expected_count: int, name_prefix: str, expected_names: Sequence[str]) -> dict[str, Any]:
@@ -121,6 +121,7 @@ class OctopusWorkersRegisteredTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         event: dict[str, Any]
         octopus = AsyncOctopusClient(self.octopus_conn_id)
+        started = time.monotonic()
         try:
             while True:
                 try:
@@ -137,7 +138,8 @@ class OctopusWorkersRegisteredTrigger(BaseTrigger):
                 if remaining <= 0:
                     event = {"status": "timeout", "seen": status["seen"], "message": status["summary"]}
                     break
-                await asyncio.sleep(min(self.poll_interval, remaining))
+                interval = next_poll_interval(time.monotonic() - started, self.poll_interval)
+                await asyncio.sleep(min(interval, remaining))
         finally:  # also when the triggerer cancels the wait
             await octopus.aclose()
         yield TriggerEvent(event)

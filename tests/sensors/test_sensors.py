@@ -131,6 +131,26 @@ class TestSensor:
         with pytest.raises(AirflowException, match="boom"):
             sensor(seeded).execute_complete(CONTEXT, {"status": "error", "message": "boom"})
 
+    @pytest.mark.parametrize(("waited", "interval"), [(None, 1.0), (3.0, 3.0), (120.0, 30.0)])
+    def test_reschedules_after_one_two_four_seconds_then_every_poll_interval(self, seeded, waited, interval):
+        from datetime import timedelta
+
+        from airflow.sdk import timezone
+        from airflow.sdk.exceptions import AirflowRescheduleException
+
+        class Ti:  # the first reschedule date the task instance reads from Airflow
+            @staticmethod
+            def get_first_reschedule_date(context):
+                return None if waited is None else timezone.utcnow() - timedelta(seconds=waited)
+
+        task = sensor(seeded, registration_timeout="600", poll_interval="30")
+        before = timezone.utcnow()
+        with pytest.raises(AirflowRescheduleException) as rescheduled:
+            task.execute({**CONTEXT, "ti": Ti()})
+        after = timezone.utcnow()
+        assert before + timedelta(seconds=interval) <= rescheduled.value.reschedule_date
+        assert rescheduled.value.reschedule_date <= after + timedelta(seconds=interval + 0.5)
+
     def test_bad_timeout_is_a_clear_error(self, seeded):
         with pytest.raises(AirflowException, match="registration_timeout must be a number"):
             sensor(seeded, registration_timeout="soon").execute(CONTEXT)
