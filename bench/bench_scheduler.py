@@ -423,6 +423,8 @@ def services(args: argparse.Namespace) -> Iterator[tuple[EmulatorProcess, Airflo
             "TF_VAR_boot_delay_seconds": "0",
             "AIRFLOW__OCTOPUS__SHARE_MODE": args.share_mode,
             **({} if args.test_tuning else AIRFLOW_DEFAULTS),
+            # more spaces than Airflow maps by default (1024): the limit get_spaces names, raised
+            **({"AIRFLOW__CORE__MAX_MAP_LENGTH": str(args.max_map_length)} if args.max_map_length else {}),
         }
         airflow = AirflowStandalone(work / "home", env, startup_timeout=300)
         stack.callback(lambda: stop_tentacles(runtime))
@@ -480,6 +482,12 @@ def machine() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=parse_sizes, default=parse_sizes("100x3"), help="e.g. 100x3,300x3")
+    parser.add_argument(
+        "--max-map-length",
+        type=int,
+        default=None,
+        help="Airflow's [core] max_map_length for every component (default: Airflow's, 1024); 2000x1 needs more",
+    )
     parser.add_argument("--latency-ms", type=float, default=100.0, help="added to every Octopus API request")
     parser.add_argument("--poll-interval", type=int, default=5, help="the DAG's poll_interval_seconds param")
     parser.add_argument("--run-timeout", type=float, default=1800.0, help="seconds one DAG run may take")

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import email.utils
 import html
+import inspect
 import json as jsonlib
 import math
 import re
@@ -58,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 import requests
+import requests.adapters
 import tenacity
 from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.exceptions import AirflowNotFoundException
@@ -277,6 +279,24 @@ def retry_policy(settings: Any, before_sleep: Any) -> dict[str, Any]:
     }
 
 
+def _pooled_adapter(pool_size: int, kwargs: Mapping[str, Any]) -> requests.adapters.HTTPAdapter:
+    """HttpHook's own adapter (TCP keep-alive, at its defaults unless given), with ``pool_size`` connections."""
+    from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
+
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+        raise ValueError(f"pool_size must be an integer >= 1, got {pool_size!r}")
+    defaults = inspect.signature(HttpHook.__init__).parameters
+    setting = {name: kwargs.get(name, defaults[name].default) for name in defaults if name.startswith("tcp_keep_alive")}
+    if not setting["tcp_keep_alive"]:
+        return requests.adapters.HTTPAdapter(pool_maxsize=pool_size)
+    return TCPKeepAliveAdapter(
+        idle=setting["tcp_keep_alive_idle"],
+        count=setting["tcp_keep_alive_count"],
+        interval=setting["tcp_keep_alive_interval"],
+        pool_maxsize=pool_size,
+    )
+
+
 class OctopusHook(HttpHook):
     """
     Talk to the Octopus Deploy REST API; every method returns Octopus's resources as plain dicts.
@@ -301,6 +321,8 @@ class OctopusHook(HttpHook):
     :param pacing: a :class:`~octopus.pacing.TokenBucket` to take a token from before every request, instead
         of one built from ``max_requests_per_minute``; share one between hooks of the same Octopus user
         (then ``concurrency`` must stay 1: the shared bucket already holds the whole limit).
+    :param pool_size: keep-alive connections kept to the server (``requests`` keeps 10): size it for the
+        threads sharing this hook, or connections beyond 10 are opened and dropped for every request.
     :param kwargs: passed to ``HttpHook`` (``tcp_keep_alive``, ``adapter``, ...).
     """
 
@@ -323,8 +345,11 @@ class OctopusHook(HttpHook):
         timeout: float | None = None,
         pacing: TokenBucket | None = None,
         concurrency: int = 1,
+        pool_size: int | None = None,
         **kwargs: Any,
     ) -> None:
+        if pool_size is not None and kwargs.get("adapter") is None:
+            kwargs["adapter"] = _pooled_adapter(pool_size, kwargs)
         super().__init__(method="GET", http_conn_id=octopus_conn_id, **kwargs)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an integer >= 1 (tasks sharing the API key), got {concurrency!r}")

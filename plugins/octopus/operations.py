@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_PARALLELISM = 8
+#: Pool listings in flight during discovery (``get_spaces``: one read per space, nothing written).
+DISCOVERY_PARALLELISM = 16
 
 
 def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], parallelism: int) -> list[Any]:
@@ -37,7 +39,7 @@ def discover(
     pool_name_template: str,
     target_spaces: Sequence[str] | None,
     name_prefix: str,
-    parallelism: int = DEFAULT_PARALLELISM,
+    parallelism: int = DISCOVERY_PARALLELISM,
     pins: Mapping[str, Mapping[str, Any] | None] | None = None,
     initial_space: str | None = None,
     follow_pins: bool = False,

@@ -102,7 +102,7 @@ def get_spaces(
     follows the pin wherever discovery would start).
     """
     store = store or ledger.VariableStore()
-    hook = OctopusHook(octopus_conn_id=conn_id)
+    hook = OctopusHook(octopus_conn_id=conn_id, pool_size=operations.DISCOVERY_PARALLELISM)
     with fail_fast_on_bad_input():
         from airflow.sdk.configuration import conf
 

@@ -164,3 +164,29 @@ class TestOctopusHookConnectionParsing:
             json.dumps({"conn_type": "http", "host": "https://staging.example.com", "password": KEY}),
         )
         assert OctopusHook("octopus_staging").server_url == "https://staging.example.com"
+
+
+class TestPoolSize:
+    """``pool_size``: every thread sharing the hook keeps its connection (requests keeps only 10 per host)."""
+
+    def test_the_session_keeps_pool_size_connections_with_tcp_keep_alive(self, monkeypatch):
+        import socket
+
+        set_conn(monkeypatch)
+        adapter = OctopusHook(pool_size=16).get_conn().get_adapter("https://octopus.example.com/api")
+        assert adapter._pool_maxsize == 16
+        assert (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1) in adapter.socket_options  # HttpHook's default kept
+
+    def test_without_tcp_keep_alive_a_plain_pooled_adapter(self, monkeypatch):
+        set_conn(monkeypatch)
+        adapter = OctopusHook(pool_size=4, tcp_keep_alive=False).get_conn().get_adapter("https://octopus.example.com")
+        assert adapter._pool_maxsize == 4 and not hasattr(adapter, "socket_options")
+
+    def test_default_is_requests_own_pool(self, monkeypatch):
+        set_conn(monkeypatch)
+        assert OctopusHook().get_conn().get_adapter("https://octopus.example.com")._pool_maxsize == 10
+
+    @pytest.mark.parametrize("bad", [0, -1, True, 2.5])
+    def test_bad_pool_size_fails_where_the_hook_is_built(self, bad):
+        with pytest.raises(ValueError, match="pool_size must be an integer >= 1"):
+            OctopusHook(pool_size=bad)

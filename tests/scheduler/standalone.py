@@ -126,16 +126,24 @@ class AirflowApi:
 
         return wait_for(create, timeout=60, interval=1, what="Airflow to accept the backfill (SQLite busy)")
 
+    def pages(self, path: str, key: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Every item of a REST v2 collection (the API returns at most ``[api] maximum_page_limit``, 100, a page)."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.call("GET", path, params={**(params or {}), "limit": 100, "offset": len(items)})
+            items += page[key]
+            total = page.get("total_entries")
+            if not page[key] or (total is not None and len(items) >= total):
+                return items
+
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
-        return self.call("GET", f"dags/{dag_id}/dagRuns", params={"limit": 1000})["dag_runs"]
+        return self.pages(f"dags/{dag_id}/dagRuns", "dag_runs")
 
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self.call("GET", f"dags/{dag_id}/dagRuns/{run_id}")
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        return self.call("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})[
-            "task_instances"
-        ]
+        return self.pages(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", "task_instances")
 
     def clear_task_instances(self, dag_id: str, body: Mapping[str, Any]) -> list[dict[str, Any]]:
         """POST clearTaskInstances (``dry_run`` must be given: the API defaults it to true)."""
