@@ -56,7 +56,6 @@ from tests.scheduler.standalone import SHARE_DAG, AirflowStandalone, StandaloneE
 
 CLOUD = "local"
 POOL_NAME = "Local Worker Pool TF"
-NAME_PREFIX = "bench"
 TERMINAL = {"success", "failed"}
 SHARE_TASK = "share_to_space"
 
@@ -76,6 +75,11 @@ class Size:
 
     spaces: int
     workers: int
+
+    @property
+    def name_prefix(self) -> str:
+        """A deployment of its own per size: its first run builds a fleet from nothing (state, ledger, VMs)."""
+        return f"bench{self.spaces}x{self.workers}"
 
     @classmethod
     def parse(cls, text: str) -> Size:
@@ -98,7 +102,7 @@ def parse_sizes(text: str) -> list[Size]:
 def post_scenario(size: Size) -> dict[str, Any]:
     """The post's situation: the fleet already registered (polling, Healthy) in Space 001's pool."""
     fleet = [
-        make_worker(f"{NAME_PREFIX}-{CLOUD}-{i}", [POOL_NAME], HealthStatus="Healthy")
+        make_worker(f"{size.name_prefix}-{CLOUD}-{i}", [POOL_NAME], HealthStatus="Healthy")
         for i in range(1, size.workers + 1)
     ]
     return make_scenario(size.spaces, [POOL_NAME], workers={1: fleet})
@@ -149,7 +153,7 @@ def dag_conf(size: Size, poll_interval: int) -> dict[str, Any]:
     return {
         "clouds": [CLOUD],
         "instance_count": {CLOUD: size.workers},
-        "name_prefix": NAME_PREFIX,
+        "name_prefix": size.name_prefix,
         "poll_interval_seconds": poll_interval,
     }
 
@@ -402,7 +406,7 @@ def table_phases(r: RunFigures) -> str:
 
 
 @contextlib.contextmanager
-def services(args: argparse.Namespace) -> Iterator[tuple[EmulatorProcess, AirflowStandalone]]:
+def services(args: argparse.Namespace) -> Iterator[tuple[EmulatorProcess, AirflowStandalone, Path]]:
     """Postgres, the emulator and ``airflow standalone`` (on Postgres, wired to both); all stopped after."""
     work = Path(tempfile.mkdtemp(prefix="octopus-bench-sched-"))
     runtime = work / "runtime"
@@ -442,10 +446,13 @@ def services(args: argparse.Namespace) -> Iterator[tuple[EmulatorProcess, Airflo
             file=sys.stderr,
             flush=True,
         )
-        yield emulator, airflow
+        yield emulator, airflow, runtime
 
 
-def measure_size(emulator: EmulatorProcess, airflow: AirflowStandalone, size: Size, args) -> list[RunFigures]:
+def measure_size(
+    emulator: EmulatorProcess, airflow: AirflowStandalone, size: Size, args, runtime: Path
+) -> list[RunFigures]:
+    stop_tentacles(runtime)  # an earlier size's simulated VMs (registered with the emulator's previous state)
     faults = {"latency_ms": args.latency_ms} if args.latency_ms else {}
     results = []
     emulator.control.reset(post_scenario(size))
@@ -515,9 +522,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     results: list[RunFigures] = []
     started = time.perf_counter()
-    with services(args) as (emulator, airflow):
+    with services(args) as (emulator, airflow, runtime):
         for size in args.sizes:
-            results += measure_size(emulator, airflow, size, args)
+            results += measure_size(emulator, airflow, size, args, runtime)
     report += ["", table_main(results), "", table_requests(results)]
     for r in results:
         if r.client == "dag":
