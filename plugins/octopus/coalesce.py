@@ -25,16 +25,18 @@ class Coalescer:
     Share one call per key between concurrent callers.
 
     A caller whose key has a call in flight waits for that call's result (or exception) instead of making its
-    own. A finished call's result is reused only for keys passed with ``keep=True``, until :meth:`clear`:
-    callers that need a value read no earlier than they asked pass ``keep=False``.
+    own. A finished call's result is reused only for keys passed with ``keep=True``, until :meth:`clear` (or
+    until ``max_kept`` newer results pushed it out): callers that need a value read no earlier than they asked
+    pass ``keep=False``.
 
     The call runs in the first caller's own task (so it may use that task's context, e.g. greenback's portal);
     when that task is cancelled, a waiting caller makes the call again.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_kept: int = 256) -> None:
         self._flights: dict[Hashable, asyncio.Future[Any]] = {}
-        self._kept: dict[Hashable, Any] = {}
+        self._kept: dict[Hashable, Any] = {}  # oldest first
+        self._max_kept = max_kept
         #: calls actually made, by the key's first element (``("xcom", ...)`` counts as ``"xcom"``)
         self.calls: dict[Any, int] = {}
 
@@ -67,6 +69,8 @@ class Coalescer:
         else:
             if keep:
                 self._kept[key] = result
+                while len(self._kept) > self._max_kept:
+                    del self._kept[next(iter(self._kept))]
             flight.set_result(result)
             return result
         finally:

@@ -92,3 +92,17 @@ def test_a_waiter_makes_the_call_itself_when_the_leader_is_cancelled():
 
     value, calls = asyncio.run(scenario())
     assert value == "v" and len(calls) == 2
+
+
+def test_kept_results_are_bounded_oldest_out_first():
+    async def scenario():
+        reads, release, calls = Coalescer(max_kept=2), asyncio.Event(), []
+        release.set()
+        for key in "abc":
+            await reads.get(key, _counting_call(release, calls, value=key), keep=True)
+        before = len(calls)
+        await reads.get("c", _counting_call(release, calls), keep=True)  # kept
+        await reads.get("a", _counting_call(release, calls, value="a"), keep=True)  # pushed out: read again
+        return len(calls) - before
+
+    assert asyncio.run(scenario()) == 1
