@@ -109,15 +109,6 @@ class AsyncOctopusClient:
         transport: httpx.AsyncBaseTransport | None = None,
         pool_size: int | None = None,
     ) -> None:
-        self._settings_kwargs: dict[str, Any] = {
-            "page_size": page_size,
-            "max_requests_per_minute": max_requests_per_minute,
-            "max_attempts": max_attempts,
-            "max_retry_seconds": max_retry_seconds,
-            "retry_initial_wait": retry_initial_wait,
-            "retry_max_wait": retry_max_wait,
-            "timeout": timeout,
-        }
         # Validates the keyword arguments now, as the hook does.
         self._rules = _HookRules(
             octopus_conn_id,
@@ -220,7 +211,7 @@ class AsyncOctopusClient:
         """A client on this one's connection, HTTP pool and pacing bucket, with its own request count and retry
         log; closing it leaves this one open. Opens this client first if needed (one connection lookup)."""
         http = await self._aclient()
-        twin = AsyncOctopusClient(self.octopus_conn_id, **self._settings_kwargs, pacing=self.pacing)
+        twin = AsyncOctopusClient(self.octopus_conn_id, **self._rules._overrides, pacing=self.pacing)
         twin._rules._prefetched = self._rules._prefetched
         twin._rules._load_connection()  # the same checks, on the connection already fetched
         twin._client, twin._borrowed = http, True
