@@ -8,6 +8,7 @@ Every space of every run is a coroutine of the triggerer's one event loop.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import json
 import weakref
@@ -182,12 +183,11 @@ class OctopusShareSpaceTrigger(BaseTrigger):
                     f"{type(spaces).__name__}{f' of {len(spaces)}' if isinstance(spaces, list) else ''}): clear "
                     f"{self.upstream['spaces']!r} and its downstream tasks to re-run them"
                 )
-            space = spaces[ti.map_index]
+            space = copy.deepcopy(spaces[ti.map_index])  # the list is shared by every index: hand out a copy
         if fleets is None:
             count = int(settings.get("fleet_count") or 0)
-            fleets = list(
-                await asyncio.gather(*(self._pull(gate, ti, self.upstream["fleets"], i) for i in range(count)))
-            )
+            pulled = await asyncio.gather(*(self._pull(gate, ti, self.upstream["fleets"], i) for i in range(count)))
+            fleets = copy.deepcopy(list(pulled))
         return dict(space), fleets
 
     async def _pull(self, gate: _Gate, ti: Any, task_id: str, map_index: int) -> Any:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections import Counter
 from typing import Any
 
@@ -315,6 +316,26 @@ def test_in_the_triggerer_every_index_of_a_run_reads_the_upstream_xcoms_once(oct
     assert {i: r["space_name"] for i, r in xcom.pushed.items()} == {i: v["name"] for i, v in enumerate(visits)}
     names = {(w[0], w[1]) for w in workers_state(octopus)}
     assert all((v["id"], "t-local-1") in names for v in visits)
+
+
+def test_every_index_gets_its_own_copy_of_the_shared_reads(octopus, monkeypatch):
+    visits, fleet = upstream()
+    pristine = copy.deepcopy((visits, fleet))
+    xcom = _RecordingXCom({("spaces_to_share", -1): visits, ("wait_for_workers", 0): fleet})
+    monkeypatch.setattr(share_trigger, "XCom", xcom)
+
+    async def two_indexes():
+        gate = share_trigger._Gate(4)
+        first, second = (_started_from_the_scheduler(i) for i in (1, 1))
+        settings = {**RUN, "fleet_count": 1}
+        return await first._upstream_values(gate, settings), await second._upstream_values(gate, settings)
+
+    (space_a, fleets_a), (space_b, fleets_b) = asyncio.run(two_indexes())
+    assert len(xcom.reads) == 2  # read once, kept for both
+    space_a["pools"].clear()
+    fleets_a[0]["workers"].clear()
+    assert space_b == pristine[0][1] and fleets_b == [pristine[1]]  # one index's changes never reach another
+    assert (visits, fleet) == pristine  # nor what the triggerer read
 
 
 def test_a_retried_index_reads_the_upstream_xcoms_afresh(octopus, ledger_store, monkeypatch):
