@@ -6,17 +6,14 @@ Redis shutdown; processes that outlived them (by their private AIRFLOW_HOME) are
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 
 import pytest
 
 from tests.dags.harness import stop_local_tentacles
 from tests.distributed.cluster import DistributedAirflow
 from tests.distributed.services import PostgresCluster, RedisServer, missing_services
-from tests.scheduler.standalone import SHARE_DAG, processes_with_env
+from tests.scheduler.standalone import SHARE_DAG, kill_leftovers, processes_with_env
 
 #: How long another Terraform waits for the state lock before the runner explains who holds it.
 LOCK_TIMEOUT = "10s"
@@ -94,8 +91,4 @@ def cluster(services, emulator_process, tmp_path_factory):
         stop_local_tentacles(runtime)
         leftovers = [pid for home in airflow.homes() for pid in processes_with_env("AIRFLOW_HOME", str(home))]
         leftovers += processes_with_env("OCTOPUS_TF_BACKEND_CONFIG_LOCAL", str(backend))  # orphaned Terraform
-        for pid in set(leftovers):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if leftovers:
-            raise RuntimeError(f"processes outlived the distributed Airflow and the local cloud (killed): {leftovers}")
+        kill_leftovers(leftovers, "the distributed Airflow")

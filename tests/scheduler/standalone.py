@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -288,3 +289,63 @@ def processes_with_env(name: str, value: str) -> list[int]:
         except OSError:  # gone, or not ours
             continue
     return found
+
+
+def kill_leftovers(pids: list[int], what: str) -> None:
+    """SIGKILL processes a test left behind, then fail naming them (a teardown must leave nothing running)."""
+    for pid in set(pids):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if pids:
+        raise RuntimeError(f"processes outlived {what} and the local cloud (killed): {sorted(set(pids))}")
+
+
+@contextlib.contextmanager
+def share_standalone(
+    emulator, base: Path, *, conn: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Iterator[AirflowStandalone]:
+    """``airflow standalone`` under ``base`` with the package, the local cloud and ``octopus_default`` pointing at
+    ``emulator``; yielded once the share DAG is parsed. ``conn`` overrides connection fields (``extra`` merges),
+    ``env`` adds to the environment.
+
+    Teardown stops Airflow's process group, then every simulated VM, and fails if any process started under
+    this Airflow home is still alive.
+    """
+    from tests.dags.harness import stop_local_tentacles
+
+    runtime = base / "runtime"
+    conn = dict(conn or {})
+    connection = {
+        "conn_type": "http",
+        "host": emulator.url,
+        "password": emulator.api_key,
+        **conn,
+        "extra": {"timeout": 30, **conn.get("extra", {})},
+    }
+    airflow = AirflowStandalone(
+        base / "home",
+        {
+            "AIRFLOW_CONN_OCTOPUS_DEFAULT": json.dumps(connection),
+            "OCTOPUS_WORKERS_STATE_DIR": str(base / "tf-state"),
+            "TF_VAR_runtime_dir": str(runtime),
+            "TF_VAR_server_comms_port": str(emulator.comms_port),
+            "TF_VAR_boot_delay_seconds": "0",
+            # The DAG's default_args retry after 30 s, 60 s...: cap every retry delay at 1 s so a task that
+            # retries (summarize, when a space failed) does not hold the suite for minutes.
+            "AIRFLOW__CORE__MAX_TASK_RETRY_DELAY": "1",
+            **(env or {}),
+        },
+    )
+    try:
+        airflow.start()
+        airflow.wait(
+            lambda: airflow.api.call("GET", f"dags/{SHARE_DAG}", ok=(200, 404)).get("dag_id"),
+            timeout=120,
+            what=f"the dag-processor to register {SHARE_DAG}",
+        )
+        yield airflow
+    finally:
+        airflow.stop()
+        stop_local_tentacles(runtime)
+        # only processes that inherited this test's private AIRFLOW_HOME
+        kill_leftovers(processes_with_env("AIRFLOW_HOME", str(airflow.home)), "airflow standalone")

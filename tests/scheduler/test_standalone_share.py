@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from octopus_emulator.scenario import make_scenario
-from tests.dags.harness import LOCAL_POOL, duplicate_records, space_pool_members, thumbprints
+from tests.dags.harness import LOCAL_POOL, duplicate_records, local_conf, space_pool_members, thumbprints
 from tests.scheduler.standalone import SHARE_DAG, AirflowStandalone
 
 pytestmark = [pytest.mark.scheduler]
@@ -32,14 +32,7 @@ TRIGGER_CLASSPATH = "octopus.triggers.OctopusWorkersRegisteredTrigger"
 # The simulated tentacles retry a 503 on GET /api for 60 s (a starting server). Answering it 503 holds their
 # registration until the test has seen the sensor deferred, so its wait is surely done by the triggerer.
 HOLD_REGISTRATION = {"count": 1_000_000, "status": 503, "method": "GET", "path_regex": "^/api/?$"}
-CONF = {
-    "clouds": ["local"],
-    "instance_count": {"local": 2},
-    "wait_mode": "deferrable",
-    "poll_interval_seconds": 1,
-    "registration_timeout_minutes": 3,
-    "name_prefix": "sched",
-}
+CONF = local_conf(wait_mode="deferrable", registration_timeout_minutes=3, name_prefix="sched")
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from octopus_emulator.scenario import make_scenario
-from tests.dags.harness import LOCAL_POOL
+from tests.dags.harness import LOCAL_POOL, local_conf
 from tests.scheduler.standalone import SHARE_DAG, AirflowStandalone
 
 pytestmark = [pytest.mark.scheduler]
@@ -25,13 +25,7 @@ TERMINAL = {"success", "failed"}
 N_SPACES = 5
 READONLY = (2, "Spaces-3", "Space 003")  # map index, id, name
 FLAKY = (3, "Spaces-4", "Space 004")
-CONF = {
-    "clouds": ["local"],
-    "instance_count": {"local": 1},
-    "poll_interval_seconds": 1,
-    "registration_timeout_minutes": 3,
-    "name_prefix": "trig",
-}
+CONF = local_conf(instance_count={"local": 1}, registration_timeout_minutes=3, name_prefix="trig")
 
 
 @dataclass

@@ -9,11 +9,8 @@ Screenshots go to each test's ``tmp_path`` and are copied to ``.artifacts/ui/<te
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import re
 import shutil
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +18,7 @@ import pytest
 
 from octopus.dag_defaults import share_pool_body
 from tests.conftest import ROOT
-from tests.dags.harness import stop_local_tentacles
-from tests.scheduler.standalone import SHARE_DAG, AirflowStandalone, processes_with_env
+from tests.scheduler.standalone import share_standalone
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: Headless, and nothing that phones home (the machine has only loopback; these also keep runs quiet).
@@ -89,41 +85,11 @@ def ui_airflow(browser, emulator_process, tmp_path_factory):
     The **Test** button is enabled (``[core] test_connection``; Airflow ships it disabled), ``octopus_default``
     is a connection of type ``octopus``, and the share pool exists as the demo creates it.
     """
-    base = tmp_path_factory.mktemp("ui-standalone")
-    runtime = base / "runtime"
-    conn = {
-        "conn_type": "octopus",
-        "host": emulator_process.url,
-        "password": emulator_process.api_key,
-        "extra": {"timeout": 30},
-    }
-    airflow = AirflowStandalone(
-        base / "home",
-        {
-            "AIRFLOW_CONN_OCTOPUS_DEFAULT": json.dumps(conn),
-            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-            "OCTOPUS_WORKERS_STATE_DIR": str(base / "tf-state"),
-            "TF_VAR_runtime_dir": str(runtime),
-            "TF_VAR_server_comms_port": str(emulator_process.comms_port),
-            "TF_VAR_boot_delay_seconds": "0",
-            "AIRFLOW__CORE__MAX_TASK_RETRY_DELAY": "1",
-        },
-    )
-    try:
-        airflow.start()
-        airflow.wait(
-            lambda: airflow.api.call("GET", f"dags/{SHARE_DAG}", ok=(200, 404)).get("dag_id"),
-            timeout=120,
-            what=f"the dag-processor to register {SHARE_DAG}",
-        )
+    with share_standalone(
+        emulator_process,
+        tmp_path_factory.mktemp("ui-standalone"),
+        conn={"conn_type": "octopus"},
+        env={"AIRFLOW__CORE__TEST_CONNECTION": "Enabled"},
+    ) as airflow:
         airflow.api.call("POST", "pools", share_pool_body(), ok=(200, 201, 409))
         yield airflow
-    finally:
-        airflow.stop()
-        stop_local_tentacles(runtime)
-        leftovers = processes_with_env("AIRFLOW_HOME", str(airflow.home))
-        for pid in leftovers:  # only processes that inherited this test's private AIRFLOW_HOME
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if leftovers:
-            raise RuntimeError(f"processes outlived airflow standalone and the local cloud (killed): {leftovers}")
