@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import email.utils
 import html
-import inspect
 import json as jsonlib
 import math
 import re
@@ -279,24 +278,6 @@ def retry_policy(settings: Any, before_sleep: Any) -> dict[str, Any]:
     }
 
 
-def _pooled_adapter(pool_size: int, kwargs: Mapping[str, Any]) -> requests.adapters.HTTPAdapter:
-    """HttpHook's own adapter (TCP keep-alive, at its defaults unless given), with ``pool_size`` connections."""
-    from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
-
-    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
-        raise ValueError(f"pool_size must be an integer >= 1, got {pool_size!r}")
-    defaults = inspect.signature(HttpHook.__init__).parameters
-    setting = {name: kwargs.get(name, defaults[name].default) for name in defaults if name.startswith("tcp_keep_alive")}
-    if not setting["tcp_keep_alive"]:
-        return requests.adapters.HTTPAdapter(pool_maxsize=pool_size)
-    return TCPKeepAliveAdapter(
-        idle=setting["tcp_keep_alive_idle"],
-        count=setting["tcp_keep_alive_count"],
-        interval=setting["tcp_keep_alive_interval"],
-        pool_maxsize=pool_size,
-    )
-
-
 class OctopusHook(HttpHook):
     """
     Talk to the Octopus Deploy REST API; every method returns Octopus's resources as plain dicts.
@@ -348,9 +329,9 @@ class OctopusHook(HttpHook):
         pool_size: int | None = None,
         **kwargs: Any,
     ) -> None:
-        if pool_size is not None and kwargs.get("adapter") is None:
-            kwargs["adapter"] = _pooled_adapter(pool_size, kwargs)
         super().__init__(method="GET", http_conn_id=octopus_conn_id, **kwargs)
+        if pool_size is not None:
+            self._size_pool(pool_size)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an integer >= 1 (tasks sharing the API key), got {concurrency!r}")
         if pacing is not None and concurrency != 1:
@@ -403,6 +384,21 @@ class OctopusHook(HttpHook):
         """The client-side token bucket, when ``max_requests_per_minute`` is set."""
         self.get_conn()
         return self._bucket
+
+    def _size_pool(self, pool_size: int) -> None:
+        """Keep ``pool_size`` connections: HttpHook's own adapter (TCP keep-alive unless off), with a bigger pool."""
+        from requests_toolbelt.adapters.socket_options import SocketOptionsAdapter
+
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise ValueError(f"pool_size must be an integer >= 1, got {pool_size!r}")
+        if self.adapter is not None:  # the caller's own adapter decides
+            return
+        if self.keep_alive_adapter is not None:
+            self.keep_alive_adapter = SocketOptionsAdapter(
+                socket_options=self.keep_alive_adapter.socket_options, pool_maxsize=pool_size
+            )
+        else:
+            self.adapter = requests.adapters.HTTPAdapter(pool_maxsize=pool_size)
 
     def _resolve_settings(self, extras: Mapping[str, Any]) -> _Settings:
         conn_id = self.octopus_conn_id

@@ -466,7 +466,7 @@ def next_poll_interval(waited: float, poll_interval: float) -> float:
     ``terraform apply`` (as a replaced or re-run fleet often does) is seen within a second or two, not a whole
     interval later, for a few extra reads while a slow fleet boots.
     """
-    return max(min(poll_interval, max(FIRST_POLL_SECONDS, waited)), 0.0)
+    return min(poll_interval, max(FIRST_POLL_SECONDS, waited))
 
 
 
