@@ -30,6 +30,7 @@ from starlette.responses import Response
 
 from .comms import CommsRegistry, CommsServer
 from .faults import NGINX_HTML, FaultConfigError, Faults
+from .leases import GLOBAL_TASKS_TEMPLATE_Q, LEASES_TEMPLATE_Q, TASKS_TEMPLATE_Q, LeaseModel, add_control_routes
 from .routing import PERMISSIONS, Route, resolve
 from .state import (
     COMM_STYLES,
@@ -89,6 +90,7 @@ class Emulator:
                            connection_info=self.comms.connection_info, on_change=self._save)
         self.comms.on_connect = lambda sub, thumb: self.store.tentacle_connected(sub, thumb)
         self.comms.on_disconnect = lambda sub, thumb: self.store.tentacle_disconnected(sub, thumb)
+        self.leases = LeaseModel(self.store, self._schedule)  # simulated steps and worker task leases
         self.log: deque[dict[str, Any]] = deque(maxlen=max_log)
         self.comms_server = None
         self.comms_nodes: list[Any] = []  # further comms listeners (simulated HA nodes), see /_emulator/comms/nodes
@@ -115,6 +117,7 @@ class Emulator:
         self._loading = True
         try:
             self.store.load(scenario)
+            self.leases.reset()
         finally:
             self._loading = False
         self._save()
@@ -478,7 +481,8 @@ class Api:
                  "CurrentUser": "/api/users/me",
                  "Users": "/api/users{/id}{?skip,take,ids,filter}",
                  "SignIn": "/api/users/login{?returnUrl}",
-                 "CertificateConfiguration": "/api/configuration/certificates{/id}{?skip,take}"}
+                 "CertificateConfiguration": "/api/configuration/certificates{/id}{?skip,take}",
+                 "Tasks": f"/api/tasks{{/id}}{GLOBAL_TASKS_TEMPLATE_Q}"}
         default = self.store.default_space()
         if default is not None:
             links.update(self._space_links(default["Id"]))
@@ -631,6 +635,7 @@ class Api:
         if rec["Id"].lower() in self.emu.faults.busy_workers:
             self.emu.count_fault(ctx, "busy_worker")
             raise validation_error(BUSY_MESSAGE)
+        self.emu.leases.check_delete(rec)  # 400 "currently in use" while the record holds a lease
         self.store.delete_worker(space["Id"], rec)
         return Response(b"", status_code=200)
 
@@ -714,6 +719,56 @@ class Api:
     def h_policy_template(self, space, **_) -> dict:
         return policy_record(None, space["Id"], "", False)
 
+    # -------------------------------------------------------------- worker task leases and tasks (leases.py)
+    def h_leases(self, query, space, **_) -> dict:
+        sid = space["Id"]
+        skip = _int_param(query, "skip", 0)
+        take = _int_param(query, "take", self.store.options.default_take)
+        return paged(self.emu.leases.lease_records(sid), "WorkerTaskLease", f"/api/{sid}/workertaskleases",
+                     LEASES_TEMPLATE_Q, [], skip, take)
+
+    def _task_page(self, query, space_ids: list[str], base: str, template_q: str, filters: list) -> dict:
+        skip = _int_param(query, "skip", 0)
+        take = _int_param(query, "take", self.store.options.default_take)
+        items, counts = self.emu.leases.query_tasks(space_ids, query, filters)
+        page = paged(items, "Task", base, template_q, filters, skip, take)
+        page["Items"] = [t.render() for t in page["Items"]]
+        page["TotalCounts"] = counts
+        return page
+
+    def h_tasks(self, query, space, **_) -> dict:
+        sid = space["Id"]
+        return self._task_page(query, [sid], f"/api/{sid}/tasks", TASKS_TEMPLATE_Q, [])
+
+    def h_tasks_global(self, query, **_) -> dict:
+        """Tasks of every space, or of ``spaces`` (ids, or ``all``) [I]; spaces the key may not see are left out."""
+        filters: list[tuple[str, str]] = []
+        space_ids = [s["Id"] for s in self.store.sorted_spaces()]
+        wanted = split_csv(query.get("spaces"))
+        if wanted:
+            filters.append(("spaces", query["spaces"]))
+            if "all" not in {w.lower() for w in wanted}:
+                ids = {canon_id(w, "Spaces") for w in wanted}
+                space_ids = [sid for sid in space_ids if sid in ids]
+        space_ids = [sid for sid in space_ids if sid.lower() not in self.emu.faults.forbidden_spaces]
+        return self._task_page(query, space_ids, "/api/tasks", GLOBAL_TASKS_TEMPLATE_Q, filters)
+
+    def h_task(self, route, space, **_) -> dict:
+        tid = canon_id(route.ids[0], "ServerTasks")
+        task = self.emu.leases.tasks.get(tid) if tid else None
+        if task is None or task.space_id != space["Id"]:
+            raise not_found()
+        return task.render()
+
+    def h_task_global(self, route, ctx, **_) -> dict:
+        tid = canon_id(route.ids[0], "ServerTasks")
+        task = self.emu.leases.tasks.get(tid) if tid else None
+        if task is None:
+            raise not_found()
+        ctx["space_id"] = task.space_id
+        self._check_permission(Route("task"), "GET", task.space_id, ctx)
+        return task.render()
+
 
 # ---------------------------------------------------------------------------------------------------- app
 def create_app(emu: Emulator) -> FastAPI:
@@ -780,6 +835,7 @@ def create_app(emu: Emulator) -> FastAPI:
         dump = emu.store.dump()
         dump["comms"] = emu.comms.snapshot()
         dump["faults"] = emu.faults.to_dict()
+        dump["leases"] = emu.leases.snapshot()
         return json_response(dump)
 
     @app.get("/_emulator/requests", include_in_schema=False)
@@ -859,6 +915,8 @@ def create_app(emu: Emulator) -> FastAPI:
     @app.post("/_emulator/health-check", include_in_schema=False)
     async def health_check():
         return json_response(emu.store.health_check_all())
+
+    add_control_routes(app, lambda: emu.leases)  # /_emulator/tasks, /_emulator/leases, /_emulator/server-restart
 
     return app
 

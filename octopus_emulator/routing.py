@@ -22,6 +22,9 @@ SCOPED_ROUTES: list[tuple[tuple, str, tuple[str, ...]]] = [
     (("machinepolicies", "all"), "policies_all", ("GET",)),
     (("machinepolicies", "template"), "policy_template", ("GET",)),
     (("machinepolicies", ID), "policy", ("GET",)),
+    (("workertaskleases",), "leases", ("GET",)),  # leases.py
+    (("tasks",), "tasks", ("GET",)),
+    (("tasks", ID), "task", ("GET",)),
 ]
 
 GLOBAL_ROUTES: list[tuple[tuple, str, tuple[str, ...]]] = [
@@ -33,9 +36,11 @@ GLOBAL_ROUTES: list[tuple[tuple, str, tuple[str, ...]]] = [
     (("users", ID), "user", ("GET",)),
     (("users", ID, "spaces"), "user_spaces", ("GET",)),
     (("configuration", "certificates", "certificate-global"), "certificate", ("GET",)),
+    (("tasks",), "tasks_global", ("GET",)),  # every space's tasks (leases.py)
+    (("tasks", ID), "task_global", ("GET",)),
 ]
 
-GLOBAL_PREFIXES = {"spaces", "users", "configuration"}
+GLOBAL_PREFIXES = {"spaces", "users", "configuration", "tasks"}
 
 #: permission names for 403 bodies: kind -> (view, edit)
 PERMISSIONS = {
@@ -47,6 +52,7 @@ PERMISSIONS = {
     "policy": ("MachinePolicyView", "MachinePolicyEdit"),
     "policy_template": ("MachinePolicyView", "MachinePolicyEdit"),
     "space_home": ("SpaceView", "SpaceEdit"),
+    "leases": ("WorkerView", "WorkerEdit"), "tasks": ("TaskView", "TaskEdit"), "task": ("TaskView", "TaskEdit"),
 }
 
 

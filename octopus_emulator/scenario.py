@@ -11,6 +11,8 @@ Format (JSON; every key optional)::
       "anonymous_root": true,               # GET /api answers without an API key, like the real server
       "server_version": "2025.2.9370",      # root document Version
       "server_thumbprint": "<40 hex>",      # /api/configuration/certificates/certificate-global
+      "disabled_worker_leases": "no_new_leases",  # [I] or "still_leased": may a disabled worker get new leases?
+      "refuse_delete_while_leased": true,   # DELETE of a leased worker answers 400 "currently in use"
       "spaces": [                           # in creation order: Spaces-1, Spaces-2, ...
         {
           "Name": "Default",
@@ -45,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 STATE_FORMAT = "octopus-emulator-state"
+#: whether a disabled worker receives new task leases is undocumented (demand-scaling.md §0.5); see leases.py
+DISABLED_WORKER_LEASE_MODES = ("no_new_leases", "still_leased")
 
 OPTION_KEYS = {
     "strict_endpoints": bool,
@@ -55,6 +59,8 @@ OPTION_KEYS = {
     "anonymous_root": bool,
     "server_version": str,
     "server_thumbprint": str,
+    "disabled_worker_leases": str,
+    "refuse_delete_while_leased": bool,
 }
 SPACE_KEYS = {"Name", "IsDefault", "Description", "default_pool", "pools", "policies", "workers", "Slug"}
 POOL_KEYS = {"Name", "WorkerPoolType", "SortOrder", "IsDefault", "WorkerType", "Description", "Slug"}
@@ -83,6 +89,9 @@ def validate_scenario(scenario: Mapping[str, Any]) -> None:
     for key, typ in OPTION_KEYS.items():
         if key in scenario and (not isinstance(scenario[key], typ) or isinstance(scenario[key], bool) != (typ is bool)):
             raise ValueError(f"scenario option {key} has the wrong type")
+    if scenario.get("disabled_worker_leases", DISABLED_WORKER_LEASE_MODES[0]) not in DISABLED_WORKER_LEASE_MODES:
+        raise ValueError("scenario option disabled_worker_leases must be one of "
+                         + ", ".join(DISABLED_WORKER_LEASE_MODES))
     spaces = scenario.get("spaces", [])
     if not isinstance(spaces, list):
         raise ValueError("scenario spaces must be a list")

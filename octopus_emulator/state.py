@@ -91,6 +91,8 @@ class Options:
     anonymous_root: bool = True
     server_version: str = "2025.2.9370"
     server_thumbprint: str = "9C5B6D35A4E1F2C0A1B2C3D4E5F60718293A4B5C"
+    disabled_worker_leases: str = "no_new_leases"  # see leases.py
+    refuse_delete_while_leased: bool = True
 
     def merged(self, overrides: dict[str, Any]) -> Options:
         known = {f.name for f in fields(self)}
@@ -112,6 +114,9 @@ class Store:
         self.is_connected = is_connected or (lambda uri, thumb: False)
         self.connection_info = connection_info or (lambda uri, thumb: None)
         self.on_change = on_change or (lambda: None)
+        # lease model hooks (leases.py): a worker record deleted; a record's HealthStatus changed (before, after)
+        self.on_worker_removed: Callable[[dict], None] = lambda rec: None
+        self.on_health_changed: Callable[[dict, str], None] = lambda rec, before: None
         self.generation = 0
         self.installation_id = str(uuid.uuid4())
         self._clear()
@@ -703,6 +708,7 @@ class Store:
 
     def delete_worker(self, sid: str, worker: dict) -> None:
         self._remove_worker(worker)
+        self.on_worker_removed(worker)
         self.on_change()
 
     # ------------------------------------------------------------------ health
@@ -719,9 +725,12 @@ class Store:
         self.scheduler(max(0.0, delay), run)
 
     def _set_health(self, rec: dict, health: str) -> None:
+        before = rec["HealthStatus"]
         rec["HealthStatus"] = health
         rec["Status"] = _legacy_status(health, rec["IsDisabled"])
         rec["StatusSummary"] = SUMMARY[health]
+        if health != before and self.workers.get(rec["Id"]) is rec:
+            self.on_health_changed(rec, before)
 
     def health_check(self, wid: str) -> str:
         """Health-check one worker now: Healthy if its tentacle is connected, else Unavailable."""

@@ -84,6 +84,94 @@ class ControlClient:
     def health_check(self) -> dict[str, str]:
         return self._call("POST", "health-check")
 
+    # ------------------------------------------------------------------ simulated steps and leases (leases.py)
+    def start_task(self, pool: str, duration_seconds: float | None = None, *, space: str | None = None,
+                   name: str = "Deploy", description: str | None = None, exclusive: bool = False,
+                   project_id: str | None = None) -> dict:
+        """Start a simulated step on a worker of ``pool`` (id or name) in ``space`` (id or name; None: the
+        default space) for ``duration_seconds`` (None: until :meth:`complete_task`). Returns the task view; its
+        ``outcome`` is ``failed_no_worker`` when the pool had no leasable worker."""
+        body: dict[str, Any] = {"pool": pool, "duration_seconds": duration_seconds, "name": name,
+                                "exclusive": exclusive}
+        for key, value in (("space", space), ("description", description), ("project_id", project_id)):
+            if value is not None:
+                body[key] = value
+        return self._call("POST", "tasks", body)
+
+    def tasks(self, running: bool | None = None) -> list[dict]:
+        """Every simulated task's view (``running``: only those still running, or only completed ones)."""
+        suffix = "" if running is None else f"?running={'true' if running else 'false'}"
+        return self._call("GET", "tasks" + suffix)["tasks"]
+
+    def task(self, task_id: str) -> dict:
+        return self._call("GET", f"tasks/{task_id}")
+
+    def complete_task(self, task_id: str, state: str = "Success", *, keep_lease: bool = False,
+                      error: str | None = None) -> dict:
+        """End a running task now (``keep_lease``: leave its lease behind, stale)."""
+        body: dict[str, Any] = {"state": state, "keep_lease": keep_lease}
+        if error is not None:
+            body["error"] = error
+        return self._call("POST", f"tasks/{task_id}/complete", body)
+
+    def step_counters(self) -> dict[str, int]:
+        """``started, succeeded, failed_no_worker, killed, failed, canceled, timed_out, stale_injected,
+        stale_cleared`` plus the gauges ``running, leases, stale_leases``."""
+        return self._call("GET", "tasks/counters")
+
+    def leases(self) -> dict:
+        """``{"settings", "leases": [WorkerTaskLease + TaskState, Stale, Endpoint, Thumbprint], "busy_endpoints"}``."""
+        return self._call("GET", "leases")
+
+    def inject_stale_lease(self, worker: str, *, space: str | None = None, state: str = "Canceled",
+                           age_seconds: float = 0.0, pool: str | None = None) -> dict:
+        """A completed task whose lease on ``worker`` (id or name) remains until :meth:`server_restart`."""
+        body: dict[str, Any] = {"worker": worker, "state": state, "age_seconds": age_seconds}
+        if space is not None:
+            body["space"] = space
+        if pool is not None:
+            body["pool"] = pool
+        return self._call("POST", "leases/stale", body)
+
+    def server_restart(self) -> list[str]:
+        """Simulate an Octopus Server restart: clears the stale leases; returns their ids."""
+        return self._call("POST", "server-restart")["cleared"]
+
+    def lease_settings(self) -> dict:
+        return self._call("GET", "leases/settings")
+
+    def set_lease_settings(self, *, disabled_worker_leases: str | None = None,
+                           refuse_delete_while_leased: bool | None = None) -> dict:
+        """``disabled_worker_leases``: ``no_new_leases`` (default) or ``still_leased``."""
+        body: dict[str, Any] = {}
+        if disabled_worker_leases is not None:
+            body["disabled_worker_leases"] = disabled_worker_leases
+        if refuse_delete_while_leased is not None:
+            body["refuse_delete_while_leased"] = refuse_delete_while_leased
+        return self._call("PUT", "leases/settings", body)
+
+    def wait_for_task(self, task_id: str, timeout: float = 10.0, interval: float = 0.02) -> dict:
+        """Poll until the task has completed (bounded); returns its view, or raises TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.task(task_id)
+            if view["is_completed"]:
+                return view
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{task_id} still {view['state']} after {timeout} s")
+            time.sleep(interval)
+
+    def wait_no_running_tasks(self, timeout: float = 10.0, interval: float = 0.02) -> dict[str, int]:
+        """Poll until no simulated step runs (bounded); returns the step counters, or raises TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counters = self.step_counters()
+            if counters["running"] == 0:
+                return counters
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{counters['running']} step(s) still running after {timeout} s")
+            time.sleep(interval)
+
 
 class EmulatorProcess:
     """``python -m octopus_emulator serve`` in a subprocess on free loopback ports.
@@ -223,7 +311,7 @@ class EmulatorProcess:
         self.stop()
         self.start()
         if carried is not None:
-            for key in ("comms", "faults"):
+            for key in ("comms", "faults", "leases"):
                 carried.pop(key, None)
             self.control.reset(carried)
         return self
