@@ -1,7 +1,6 @@
 """One-command demo: the share DAG on the embedded local cloud against the Octopus emulator.
 
-Starts the emulator seeded with a handful of spaces and Airflow's API server, creates the Airflow pool the share
-tasks run in (``octopus_share``; a deployment creates it once, see docs/connection.md), runs
+Starts the emulator seeded with a handful of spaces and Airflow's API server, runs
 ``share_octopus_workers`` through Airflow (``airflow dags test``) with ``clouds=["local"]``, reads the run's state and
 summary back through the REST API v2, prints them and what each space now holds, then runs
 ``retire_octopus_workers`` to tear the fleet down again (``--keep`` leaves it and the emulator running until Enter).
@@ -152,7 +151,6 @@ def main() -> int:
         }
     )
     sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
-    from octopus.dag_defaults import SHARE_POOL, share_pool_body
     from octopus.sharing import format_table
     from octopus_emulator.local_cloud import stop_tentacles
     from octopus_emulator.testing import EmulatorProcess
@@ -179,10 +177,6 @@ def main() -> int:
             return 1
         api_server, api = start_api_server(env, DEMO / "api-server.log")
         print(f"Airflow API server on {api.base_url} (log: .demo/api-server.log)")
-        # The pool share_to_space runs in (a deployment creates it once: `airflow pools set` or this same call).
-        api.call("POST", "pools", share_pool_body(), ok=(200, 201, 409))  # 409: it exists already
-        slots = api.call("GET", f"pools/{SHARE_POOL}")["slots"]
-        print(f"Airflow pool {SHARE_POOL!r}: {slots} slots (share_to_space tasks writing to Octopus at once)")
         conf = {"clouds": ["local"], "instance_count": {"local": args.workers}, "poll_interval_seconds": 2}
         print(f"Running share_octopus_workers with {json.dumps(conf)} (log: .demo/share.log) ...")
         airflow("dags", "test", "share_octopus_workers", "-c", json.dumps(conf), log=DEMO / "share.log", env=env)

@@ -95,7 +95,7 @@ class AirflowApi:
         return self.call("GET", "jobs", params={"job_type": job_type, "limit": 100})["jobs"]
 
     def create_share_pool(self) -> None:
-        """The Airflow pool share_to_space runs in, as the README tells operators to create it."""
+        """The dedicated pool ``octopus_share``, as the README creates it for ``[octopus] share_pool``."""
         from octopus.dag_defaults import share_pool_body
 
         self.call("POST", "pools", share_pool_body(), ok=(200, 201, 409))
@@ -224,7 +224,8 @@ class AirflowStandalone:
             timeout=self.startup_timeout,
             what="airflow standalone to report every component healthy at /api/v2/monitor/health",
         )
-        self.api.create_share_pool()
+        # No share pool: like a fresh install that skipped the README's optional step (share_to_space then runs
+        # in default_pool); a test that configures [octopus] share_pool creates it with create_share_pool().
         return self
 
     def _healthy(self) -> bool:
