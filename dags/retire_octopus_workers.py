@@ -1,14 +1,25 @@
 """
 ### Retire shared Octopus workers
 
-The teardown of `share_octopus_workers`: per selected cloud, removes the fleet's worker records from every
-space — the copies first, then the initial space — and then runs `terraform destroy` on the fleet.
+The teardown of `share_octopus_workers` for one deployment (`name_prefix`, per selected cloud): removes the
+deployment's own worker records from every space — the copies first, then the initial space — and then runs
+`terraform destroy` on that deployment's fleet.
 
-The fleet is every polling worker named `<name_prefix>-<cloud>-…` in the initial space's pool (any health);
-its copies are found by thumbprint in every space's pool of the same name. Workers that also belong to other
-pools only lose the shared pool. `dry_run` lists what would go and plans the destroy. Idempotent: a second
-run finds nothing to do and succeeds.
+A record is removed only when it carries an endpoint the deployment's **sealed evidence** owns (its ledger,
+verified with the connection's key), whatever its name; foreign records and other deployments' fleets are left
+alone. Every space the deployment ever wrote to is visited, also one whose pool was renamed since. Records that
+also belong to other pools only lose the shared pool.
 
+**Draining first.** Every record of ours is disabled (no new step is given to it), then `wait_for_drain` waits
+until no deployment step holds any of them in any space, up to `drain_timeout_minutes`; only then are records
+deleted and instances destroyed. On timeout the run fails naming the steps, leaving the workers disabled and
+intact; `force_drain` removes them anyway (those steps then fail). Stale leases (`stale_lease_minutes`) are reported.
+
+The deployment is reported **retired** (Asset `…/retired`) only when every such space was read and holds none of
+its records any more, and Terraform destroyed every fleet. A space that cannot be read fails its index and stays
+in the ledger for the next retire; name a space that is gone for good in `forget_spaces` to stop tracking it.
+
+`dry_run` lists what would go and plans the destroy. Idempotent: a second run finds nothing to do and succeeds.
 Schedule: none. Trigger it by hand, or pair it with the daily rebuild (e.g. an evening run).
 """
 
@@ -21,7 +32,7 @@ from airflow.sdk import AssetAlias, TriggerRule, dag, get_current_context, task
 
 from octopus.dag_defaults import CONN_ID, DEFAULT_ARGS, RETIRE_DESCRIPTION, RETIRE_PARAMS
 from octopus.operators import TerraformFleetOperator
-from octopus.sensors import DeploymentLeaseSensor
+from octopus.sensors import DeploymentLeaseSensor, OctopusWorkersDrainedSensor
 from octopus.sharing import ASSET_ALIAS, SUPPORTED_CLOUDS
 
 
@@ -54,10 +65,25 @@ def retire_octopus_workers():
 
     @task
     def get_fleets(plans: list[dict]) -> list[dict]:
-        """Per cloud, the records the deployment's ledger owns: the only ones a teardown removes."""
+        """Per cloud, the endpoints the deployment's sealed evidence owns: the only records a teardown removes."""
         from octopus import tasks
 
-        return tasks.get_fleet_records(plans, get_current_context())
+        return tasks.get_fleet_records(plans, get_current_context(), conn_id=CONN_ID)
+
+    @task
+    def drain_spaces(plans: list[dict]) -> list[dict]:
+        from octopus import tasks
+
+        return tasks.retire_spaces(plans, role="all")
+
+    @task(map_index_template="{{ space_label }}")
+    def disable_records(space: dict, fleets: list[dict]) -> list[dict]:
+        """Drain, step 1: disable the deployment's records in one space (no new step is given to them)."""
+        from octopus import tasks
+
+        context = get_current_context()
+        context["space_label"] = space["name"]
+        return tasks.disable_records(space, fleets, context, conn_id=CONN_ID)
 
     @task
     def copy_spaces(plans: list[dict]) -> list[dict]:
@@ -72,35 +98,47 @@ def retire_octopus_workers():
         return tasks.retire_spaces(plans, role="initial")
 
     @task(map_index_template="{{ space_label }}", multiple_outputs=False)
-    def retire_copies(space: dict, fleets: list[dict]) -> None:
+    def retire_copies(space: dict, fleets: list[dict], drained: dict) -> None:
         """Remove the deployment's copies from one remaining space."""
         from octopus import tasks
 
         context = get_current_context()
         context["space_label"] = space["name"]
-        tasks.retire_from_space(space, fleets, context, conn_id=CONN_ID)
+        tasks.retire_from_space(space, fleets, context, conn_id=CONN_ID, drained=drained)
 
     @task(map_index_template="{{ space_label }}", trigger_rule=TriggerRule.NONE_FAILED, multiple_outputs=False)
-    def retire_initial(space: dict, fleets: list[dict]) -> None:
+    def retire_initial(space: dict, fleets: list[dict], drained: dict) -> None:
         """Remove the fleets' own registrations from their initial space, after every copy is gone."""
         from octopus import tasks
 
         context = get_current_context()
         context["space_label"] = space["name"]
-        tasks.retire_from_space(space, fleets, context, conn_id=CONN_ID)
+        tasks.retire_from_space(space, fleets, context, conn_id=CONN_ID, drained=drained)
 
     @task(trigger_rule=TriggerRule.ALL_DONE, multiple_outputs=False, outlets=[AssetAlias(ASSET_ALIAS)])
     def summarize(plans) -> dict:
         """Teardown table; releases the lease; emits the retired Asset on full success."""
         from octopus import tasks
 
-        return tasks.summarize_retire(plans, get_current_context())
+        return tasks.summarize_retire(plans, get_current_context(), conn_id=CONN_ID)
 
     plans = get_spaces()
     claim >> plans
     fleets = get_fleets(plans)
-    copies = retire_copies.partial(fleets=fleets).expand(space=copy_spaces(plans))
-    initials = retire_initial.partial(fleets=fleets).expand(space=initial_spaces(plans))
+    # Drain first: disable every record of ours, wait until no step holds any, only then delete and destroy.
+    disabled = disable_records.partial(fleets=fleets).expand(space=drain_spaces(plans))
+    drained = OctopusWorkersDrainedSensor(
+        task_id="wait_for_drain",
+        records=disabled,
+        octopus_conn_id=CONN_ID,
+        drain_timeout="{{ params.drain_timeout_minutes * 60 }}",
+        stale_after="{{ params.stale_lease_minutes * 60 }}",
+        poll_interval="{{ params.poll_interval_seconds }}",
+        force="{{ params.force_drain }}",
+        dry_run="{{ params.dry_run }}",
+    )
+    copies = retire_copies.partial(fleets=fleets, drained=drained.output).expand(space=copy_spaces(plans))
+    initials = retire_initial.partial(fleets=fleets, drained=drained.output).expand(space=initial_spaces(plans))
     destroy = TerraformFleetOperator.partial(
         task_id="terraform_destroy",
         destroy=True,

@@ -3,27 +3,35 @@
 
 Builds a fleet of polling-Tentacle workers per cloud with Terraform, waits until they have registered
 themselves in the **initial space** (the first space, in Octopus's order, that holds the pool
-`<Cloud> Worker Pool TF`), then makes every worker a member of the same-named pool in **every other space**
-that has it — the same endpoint (`poll://` URI and thumbprint) registered once per space.
+`<Cloud> Worker Pool TF`, pinned on first use), then makes every worker a member of the same-named pool in
+**every other space** that has it — the same endpoint (`poll://` URI and thumbprint) registered once per space.
 
 | task | what it does |
 |---|---|
-| `get_spaces` | lists spaces and their pools once: per cloud the pool name, the initial space, the remaining spaces |
-| `terraform_apply` (per cloud) | `terraform init` + `apply` (`plan` when `dry_run`) of `include/terraform/<cloud>/` |
-| `wait_for_workers` (per cloud) | waits for `instance_count` live workers of the fleet in the initial space's pool |
-| `share_to_space` (one per space) | idempotent upsert by thumbprint; prunes stale copies (`prune_stale`) |
-| `summarize` | a spaces × clouds table (added / present / fixed / pruned / failed); fails the run if anything failed |
+| `claim_deployment` | takes the deployment's lease; waits while another share, retire or backfill holds it |
+| `get_spaces` | lists spaces and pools once: per cloud the pool, initial and remaining spaces |
+| `terraform_apply` (per cloud) | `terraform init` + `apply` (`plan` when `dry_run`) |
+| `wait_for_workers` (per cloud) | waits for the cloud's instances to register; records the fleet, sealed |
+| `share_to_space` (one per space) | adds the fleet, repairs drift, prunes our stale copies |
+| `summarize` | a spaces × clouds table; emits the Asset; fails the run if anything failed |
+
+**Ownership.** A record is ours only when it carries the endpoint of one of this deployment's instances, proven by
+evidence sealed with the connection's key (an Airflow Variable editor cannot forge it). A copy renamed in Octopus
+stays ours; a foreign machine holding one of our names blocks only its own space. See `docs/ownership.md`.
 
 **Re-running only failed spaces.** Each space is its own map index of `share_to_space`, named after the space.
 Clear the failed ones together with `summarize` — in the UI select the failed instances → *Clear* with
 *Downstream*; on the CLI `airflow tasks clear share_octopus_workers -t '^(share_to_space|summarize)$'
---only-failed -s <date> -e <date> -y`. Every write is an upsert, so re-running any task is safe.
+--only-failed -s <date> -e <date> -y`. Every write is an upsert. A cleared task of an *older* run refuses once a
+newer run has claimed the deployment: trigger a new run instead.
 
-**Params.** `clouds`, `instance_count` (per cloud; the only source of the number), `worker_pool_name`,
-`target_spaces` (names or ids; empty = all), `dry_run` (plan and compute every share, change nothing),
-`prune_stale`, `registration_timeout_minutes`, `wait_mode` (`reschedule` or `deferrable`).
+**Params.** `clouds`, `instance_count` (per cloud; the only source of the number), `name_prefix` (the
+deployment), `dry_run` (plan and compute every share, change nothing), `worker_pool_name`, `target_spaces`
+(names or ids; empty = all), `initial_space` (keep or move the fleet deliberately), `prune_stale`, `adopt`
+(thumbprints of this deployment's own older records to take back after its ledger was lost; dry run first),
+`registration_timeout_minutes`, `poll_interval_seconds`, `wait_mode` (`reschedule` or `deferrable`).
 
-Connection: `octopus_default` (HTTP; host = server URL, password = API key). See the README's runbook.
+Connection: `octopus_default` (type `octopus`; host = server URL, password = API key). See the README's runbook.
 """
 
 from __future__ import annotations
@@ -39,8 +47,8 @@ from octopus.dag_defaults import (
     SHARE_DESCRIPTION,
     SHARE_MAX_ACTIVE_TIS,
     SHARE_PARAMS,
-    SHARE_POOL,
     share_mode,
+    share_pool,
 )
 from octopus.operators import TerraformFleetOperator
 from octopus.sensors import DeploymentLeaseSensor, OctopusWorkersRegisteredSensor
@@ -103,17 +111,18 @@ def share_octopus_workers():
         return tasks.spaces_to_share(plans, get_current_context()["params"])
 
     @task(trigger_rule=TriggerRule.ALL_DONE, multiple_outputs=False, outlets=[AssetAlias(ASSET_ALIAS)])
-    def summarize(plans, fleets) -> dict:
-        """Spaces × clouds table in the log and XCom; releases the lease; emits the Asset on full success."""
+    def summarize(plans, fleets, spaces) -> dict:
+        """Spaces × clouds table; keeps the evidence lean; releases the lease; emits the Asset on success."""
         from octopus import tasks
 
-        return tasks.summarize(plans, fleets, get_current_context())
+        return tasks.summarize(plans, fleets, spaces, get_current_context(), conn_id=CONN_ID)
 
     plans = get_spaces()
     claim >> plans
     waits = fleet.expand(fleet_plan=plans)
     # One index per space, named by space; under a scheduler it runs on a worker or, with [octopus]
     # share_mode = triggerer, wholly in the triggerer (see octopus.dag_defaults.share_mode).
+    spaces = spaces_to_share(plans)
     shares = OctopusShareSpaceOperator.partial(
         task_id="share_to_space",
         fleets=waits.output,
@@ -123,11 +132,12 @@ def share_octopus_workers():
         trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
         retries=3,
         max_active_tis_per_dagrun=SHARE_MAX_ACTIVE_TIS,
-        pool=SHARE_POOL,
+        max_active_tis_per_dag=SHARE_MAX_ACTIVE_TIS,  # the cap across runs (backfills), whatever the pool
+        pool=share_pool(),  # default_pool unless [octopus] share_pool names one (octopus.dag_defaults.share_pool)
         start_from_trigger=share_mode() == "triggerer",
         start_trigger_args=share_trigger_args(CONN_ID, concurrency=SHARE_MAX_ACTIVE_TIS),
-    ).expand(space=spaces_to_share(plans))
-    shares >> summarize(plans, waits.output)
+    ).expand(space=spaces)
+    shares >> summarize(plans, waits.output, spaces)
 
 
 share_octopus_workers()

@@ -45,6 +45,7 @@ from octopus.hooks import (
     _config_error,
     retry_policy,
 )
+from octopus.ledger import Signer
 from octopus.pacing import TokenBucket
 
 if TYPE_CHECKING:
@@ -207,6 +208,11 @@ class AsyncOctopusClient:
             ),
         )
 
+    async def evidence_signer(self) -> Signer:
+        """As :meth:`octopus.hooks.OctopusHook.evidence_signer`, on this client's connection (opened if needed)."""
+        await self._aclient()
+        return Signer(self._rules._evidence_secret)
+
     async def borrow(self) -> AsyncOctopusClient:
         """A client on this one's connection, HTTP pool and pacing bucket, with its own request count and retry
         log; closing it leaves this one open. Opens this client first if needed (one connection lookup)."""
@@ -362,6 +368,11 @@ class AsyncOctopusClient:
                 _check_id("comm_styles item", style, _COMM_STYLE, "TentacleActive")
             params["commStyles"] = ",".join(styles)
         return await self._get_paged(f"/api/{space_id}/workers", params)
+
+    async def list_worker_task_leases(self, space_id: str) -> list[dict[str, Any]]:
+        """As :meth:`octopus.hooks.OctopusHook.list_worker_task_leases`."""
+        _check_id("space_id", space_id, _SPACE_ID, "Spaces-1")
+        return await self._get_paged(f"/api/{space_id}/workertaskleases")
 
     async def get_worker(self, space_id: str, worker_id: str) -> dict[str, Any]:
         """Return one worker; :class:`~octopus.exceptions.OctopusNotFoundError` if it does not exist."""

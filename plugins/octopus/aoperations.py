@@ -17,13 +17,16 @@ from octopus.operations import (
     _describe,
     _result,
     _with_ownership,
+    aleases_or_none,
     assign_policy,
     count_outcome,
     count_planned,
     created_already,
     drop_creates,
+    hold_leased,
     initial_counts,
     needs_policy,
+    removes_records,
     resolve_pools,
 )
 from octopus.sharing import plan_space
@@ -68,6 +71,9 @@ async def share_space(
     space = await resolve_unknown_pools(octopus, space)
     existing = await octopus.list_workers(space["id"])  # every style: a listening worker in a pool is foreign
     plan = plan_space(space, by_cloud, existing, prune=prune)
+    if removes_records(plan):
+        plan["records"] = existing
+        hold_leased(plan, await aleases_or_none(lambda: octopus.list_worker_task_leases(space["id"])))
     clouds = initial_counts(space, plan)
     planned = _describe(plan["actions"])
     if not dry_run and needs_policy(plan):

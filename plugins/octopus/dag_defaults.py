@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow.sdk import Param
 
+from octopus.draining import DEFAULT_DRAIN_TIMEOUT_MINUTES, DEFAULT_STALE_AFTER_SECONDS
 from octopus.sharing import (
     DEFAULT_INSTANCE_COUNT,
     DEFAULT_NAME_PREFIX,
@@ -45,15 +46,22 @@ CLOUD_LABELS = {
 }
 DEFAULT_CLOUDS = ["aws", "azure", "gcp"]
 
-#: The Airflow pool every ``share_to_space`` task runs in, and the slots the demo creates it with. All share
-#: tasks (of every run) together hold at most that many slots, so at most that many write to Octopus at once.
+#: The Airflow pool ``share_to_space`` runs in unless ``[octopus] share_pool`` names another (see :func:`share_pool`):
+#: Airflow's own ``default_pool``, which every Airflow has and which cannot be deleted, so a share never waits on a
+#: pool nobody created (Airflow leaves a task of a missing pool in ``scheduled`` forever, saying so only in the
+#: scheduler's log and the task's blocking dependencies).
+DEFAULT_SHARE_POOL = "default_pool"
+#: A dedicated pool an operator may create and name in ``[octopus] share_pool`` (the name, slots and description
+#: the README's ``airflow pools set`` line and :func:`share_pool_body` use), e.g. to see the shares in the pools
+#: view or to cap them together with other DAGs' writers of the same API key.
 SHARE_POOL = "octopus_share"
 SHARE_POOL_SLOTS = 16  # Airflow's default max_active_tasks_per_dag: fewer would queue shares behind each other
 SHARE_POOL_DESCRIPTION = (
     "share_octopus_workers: share_to_space tasks writing to Octopus at once (they share the API key's rate limit)"
 )
-#: ``max_active_tis_per_dagrun`` of ``share_to_space``: the most share tasks one run has running at once. It is
-#: also the ``concurrency`` their hooks divide the connection's ``max_requests_per_minute`` by.
+#: ``max_active_tis_per_dagrun`` and ``max_active_tis_per_dag`` of ``share_to_space``: the most share tasks one run,
+#: and all runs of the DAG together, have running at once, in whatever pool. It is also the ``concurrency`` their
+#: hooks divide the connection's ``max_requests_per_minute`` by, so the shares stay under the key's limit.
 SHARE_MAX_ACTIVE_TIS = SHARE_POOL_SLOTS
 
 #: Where ``share_to_space`` indexes run under a scheduler, from Airflow's config ``[octopus] share_mode``
@@ -75,14 +83,26 @@ def share_mode() -> str:
     mode = (conf.get("octopus", "share_mode", fallback="worker") or "worker").strip().lower()
     if mode not in SHARE_MODES:
         raise ValueError(
-            f"[octopus] share_mode (AIRFLOW__OCTOPUS__SHARE_MODE) must be one of {', '.join(SHARE_MODES)}, "
-            f"got {mode!r}"
+            f"[octopus] share_mode (AIRFLOW__OCTOPUS__SHARE_MODE) must be one of {', '.join(SHARE_MODES)}, got {mode!r}"
         )
     return mode
 
 
+def share_pool() -> str:
+    """The pool ``share_to_space`` runs in: Airflow's config ``[octopus] share_pool``
+    (``AIRFLOW__OCTOPUS__SHARE_POOL``), read when the DAG is parsed; unset or blank, :data:`DEFAULT_SHARE_POOL`.
+
+    A pool named here must exist (``airflow pools set <name> 16 "<description>"``): Airflow 3.3 shows pools to no
+    task and no DAG parse, so the package cannot check it, and a share in a missing pool waits in ``scheduled``.
+    """
+    from airflow.sdk.configuration import conf
+
+    return (conf.get("octopus", "share_pool", fallback="") or "").strip() or DEFAULT_SHARE_POOL
+
+
 def share_pool_body(slots: int = SHARE_POOL_SLOTS) -> dict[str, Any]:
-    """The share pool as a ``POST /api/v2/pools`` body (``airflow pools set`` takes the same three values)."""
+    """The dedicated :data:`SHARE_POOL` as a ``POST /api/v2/pools`` body (``airflow pools set`` takes the same three
+    values); it is used once ``[octopus] share_pool`` names it."""
     return {"name": SHARE_POOL, "slots": slots, "description": SHARE_POOL_DESCRIPTION, "include_deferred": False}
 
 
@@ -115,7 +135,7 @@ def instance_count_param() -> Param:
         title="Workers per cloud",
         description=(
             "How many workers each selected cloud gets (0-100): Terraform builds this many and the run waits "
-            "for this many. Edit the numbers, e.g. {\"local\": 2}; a cloud left out keeps its default "
+            'for this many. Edit the numbers, e.g. {"local": 2}; a cloud left out keeps its default '
             f"({{{defaults}}}); clouds not selected above are ignored."
         ),
         section=SECTION_BUILD,
@@ -171,6 +191,49 @@ def initial_space_param() -> Param:
     )
 
 
+def drain_timeout_param() -> Param:
+    return Param(
+        DEFAULT_DRAIN_TIMEOUT_MINUTES,
+        type="number",
+        exclusiveMinimum=0,
+        maximum=7 * 24 * 60,
+        title="Drain timeout (minutes)",
+        description=(
+            "How long to wait for the deployment steps running on a worker to end before removing it. When it "
+            "runs out the run fails naming those steps, and the workers stay disabled and intact."
+        ),
+        section=SECTION_ADVANCED,
+    )
+
+
+def force_drain_param() -> Param:
+    return Param(
+        False,
+        type="boolean",
+        title="Force removal after the drain timeout",
+        description=(
+            "Remove the workers even if steps still run on them when the drain times out. Those steps fail: use it "
+            "only when the fleet must go now."
+        ),
+        section=SECTION_ADVANCED,
+    )
+
+
+def stale_lease_param() -> Param:
+    return Param(
+        DEFAULT_STALE_AFTER_SECONDS // 60,
+        type="number",
+        exclusiveMinimum=0,
+        maximum=7 * 24 * 60,
+        title="Stale lease after (minutes)",
+        description=(
+            "A lease whose task has already completed and that is older than this is stale (Octopus keeps some "
+            "until it restarts): reported, never waited for."
+        ),
+        section=SECTION_ADVANCED,
+    )
+
+
 SHARE_PARAMS = {
     # What to build
     "clouds": clouds_param("Clouds whose fleets to build and share. Pick one or more."),
@@ -219,6 +282,19 @@ SHARE_PARAMS = {
         description="How often the wait checks Octopus for the fleet's workers.",
         section=SECTION_ADVANCED,
     ),
+    "adopt": Param(
+        [],
+        type=["array", "null"],
+        items={"type": "string", "pattern": "^[0-9A-Fa-f]{40}$"},
+        uniqueItems=True,
+        title="Adopt records (thumbprints)",
+        description=(
+            "Thumbprints of this deployment's own older workers to take back after its ledger was lost. Run a dry "
+            "run first: its summary lists the records it could adopt (named like this fleet, not Healthy). Only "
+            "such records are adopted; any other thumbprint fails the run before anything is written."
+        ),
+        section=SECTION_ADVANCED,
+    ),
     "wait_mode": Param(
         "reschedule",
         type="string",
@@ -239,6 +315,29 @@ RETIRE_PARAMS = {
     "dry_run": dry_run_param("List what would be removed and plan the destroy; change nothing."),
     "worker_pool_name": worker_pool_name_param(),
     "initial_space": initial_space_param(),
+    "drain_timeout_minutes": drain_timeout_param(),
+    "force_drain": force_drain_param(),
+    "stale_lease_minutes": stale_lease_param(),
+    "poll_interval_seconds": Param(
+        30,
+        type="integer",
+        minimum=1,
+        maximum=3600,
+        title="Poll interval (seconds)",
+        description="How often the drain reads which deployment steps still hold the workers.",
+        section=SECTION_ADVANCED,
+    ),
+    "forget_spaces": Param(
+        [],
+        type=["array", "null"],
+        items={"type": "string", "minLength": 1},
+        title="Let go of spaces",
+        description=(
+            "Space names or ids the ledger recorded that this retire may stop tracking without reading them (a "
+            "space deleted, or that the key may no longer see). Records of ours left there are left as they are."
+        ),
+        section=SECTION_SHARE,
+    ),
 }
 
 SHARE_DESCRIPTION = "Build worker fleets with Terraform and share them into every space's worker pool"

@@ -74,6 +74,7 @@ from octopus.exceptions import (
     OctopusUnavailableError,
     OctopusValidationError,
 )
+from octopus.ledger import Signer
 from octopus.pacing import TokenBucket, pacing_share
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ __all__ = ["OctopusHook", "RetryEvent"]
 
 _SPACE_ID = re.compile(r"Spaces-\d+")
 _WORKER_ID = re.compile(r"Workers-\d+")
+_TASK_ID = re.compile(r"ServerTasks-\d+")
 _WORKER_POOL_ID = re.compile(r"WorkerPools-\d+")
 _THUMBPRINT = re.compile(r"[0-9A-Fa-f]+")
 _COMM_STYLE = re.compile(r"[A-Za-z]+")
@@ -103,6 +105,7 @@ _OWN_EXTRAS = (
     "timeout",
     "verify",
     "verify_ssl",
+    "evidence_secret",  # a secret of the package's own: never sent anywhere
 )
 
 _DEFAULTS: dict[str, Any] = {
@@ -506,6 +509,8 @@ class OctopusHook(HttpHook):
         )
         self._verify = _parse_verify(self.octopus_conn_id, verify_value)
         self._api_key = key
+        evidence = extras.get("evidence_secret")
+        self._evidence_secret = evidence.strip() if isinstance(evidence, str) and evidence.strip() else key
         self._settings = settings
         if self._shared_bucket is None and settings.max_requests_per_minute is not None:
             self._bucket = pacing_share(settings.max_requests_per_minute, self.concurrency)
@@ -551,6 +556,15 @@ class OctopusHook(HttpHook):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def evidence_signer(self) -> Signer:
+        """What seals and verifies the deployment ledgers' evidence: keyed by this connection's secret.
+
+        The connection's ``evidence_secret`` extra when set (so rotating the API key keeps the evidence), else its
+        API key: whoever can edit Airflow Variables but not this connection cannot forge ownership.
+        """
+        self.get_conn()
+        return Signer(self._evidence_secret)
 
     def test_connection(self) -> tuple[bool, str]:
         """Check URL and key with ``GET /api`` and ``GET /api/users/me`` (the Airflow UI's Test button)."""
@@ -901,6 +915,21 @@ class OctopusHook(HttpHook):
                 self._check_id("comm_styles item", style, _COMM_STYLE, "TentacleActive")
             params["commStyles"] = ",".join(styles)
         return self._get_paged(f"/api/{space_id}/workers", params)
+
+    def list_worker_task_leases(self, space_id: str) -> list[dict[str, Any]]:
+        """Every worker task lease of a space (``GET /api/{spaceId}/workertaskleases``, all pages; Octopus 2024.2+).
+
+        Items: ``Id, Name, WorkerId, WorkerPoolId, ServerTaskId, SpaceId, TakenAt, Exclusive``. A worker shared
+        into N spaces is N records: it is busy while a lease in any space holds one of them.
+        """
+        self._check_id("space_id", space_id, _SPACE_ID, "Spaces-1")
+        return self._get_paged(f"/api/{space_id}/workertaskleases")
+
+    def get_task(self, space_id: str, task_id: str) -> dict[str, Any]:
+        """One server task (``GET /api/{spaceId}/tasks/{id}``): its ``State``, ``IsCompleted`` and times."""
+        self._check_id("space_id", space_id, _SPACE_ID, "Spaces-1")
+        self._check_id("task_id", task_id, _TASK_ID, "ServerTasks-1")
+        return self._request("GET", f"/api/{space_id}/tasks/{task_id}")
 
     def get_worker(self, space_id: str, worker_id: str) -> dict[str, Any]:
         """Return one worker; :class:`~octopus.exceptions.OctopusNotFoundError` if it does not exist."""

@@ -6,12 +6,12 @@ Used by the DAG tasks and directly by benchmarks; every Octopus call goes throug
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from octopus.exceptions import OctopusError, OctopusNotFoundError, OctopusPermissionError, OctopusValidationError
-from octopus.sharing import SpaceAccessError, plan_fleets, plan_retire, plan_space, same_name
+from octopus.sharing import SpaceAccessError, plan_fleets, plan_retire, plan_space, record_key, same_name
 
 if TYPE_CHECKING:
     from octopus.hooks import OctopusHook
@@ -116,7 +116,7 @@ def resolve_pools(space: Mapping[str, Any], pools: Sequence[Mapping[str, Any]]) 
 
 
 def _empty_counts() -> dict[str, Any]:
-    outcomes = ("added", "present", "fixed", "replaced", "pruned", "unshared", "disabled", "foreign")
+    outcomes = ("added", "present", "fixed", "replaced", "pruned", "unshared", "draining", "disabled", "foreign")
     outcomes += ("retryable_errors",)
     return dict.fromkeys(outcomes, 0)
 
@@ -141,6 +141,9 @@ def share_space(
     space = resolve_unknown_pools(hook, space)
     existing = hook.list_workers(space["id"])  # every style: a listening worker in a pool is foreign, listed
     plan = plan_space(space, by_cloud, existing, prune=prune)
+    if removes_records(plan):
+        plan["records"] = existing
+        hold_leased(plan, leases_or_none(lambda: hook.list_worker_task_leases(space["id"])))
     clouds = initial_counts(space, plan)
     planned = _describe(plan["actions"])
     if not dry_run and needs_policy(plan):
@@ -155,17 +158,53 @@ def share_space(
 
 
 def initial_counts(space: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per cloud of ``space``: the counts ``plan`` settles without a write (present, foreign, errors, not run)."""
+    """Per cloud of ``space``: the counts ``plan`` settles without a write (present, foreign, errors, not run).
+
+    ``read`` says the space was read whole by this try (what lets the evidence forget a record it no longer
+    holds); ``ours_left`` how many records of ours it still holds once the planned writes are done.
+    """
     clouds: dict[str, dict[str, Any]] = {}
     for cloud in space["pools"]:
         counts = clouds[cloud] = _empty_counts()
         counts["present"] = plan["present"].get(cloud, 0)
         counts["foreign"] = len(plan["foreign"].get(cloud, []))
         counts["errors"] = list(plan["errors"].get(cloud, []))
+        counts["clashes"] = list(plan.get("clashes", {}).get(cloud, []))
+        counts["blocked"] = len(counts["clashes"])
+        counts["notes"] = list(plan.get("notes", {}).get(cloud, []))
+        counts["adoptable"] = list(plan.get("adoptable", {}).get(cloud, []))
+        counts["read"] = cloud not in plan["not_run"]
+        counts["ours_left"] = plan.get("ours_left", {}).get(cloud, 0)
         if cloud in plan["not_run"]:
             counts["not_run"] = 1
             counts["errors"].append("fleet not ready (terraform_apply or wait_for_workers failed): nothing shared")
     return clouds
+
+
+def removes_records(plan: Mapping[str, Any]) -> bool:
+    """Whether ``plan`` takes a record out of a pool (a prune: delete or unshare): only then are leases read."""
+    return any(a["op"] == "delete" or a["outcome"] == "unshared" for a in plan["actions"])
+
+
+def hold_leased(plan: dict[str, Any], leases: Sequence[Mapping[str, Any]] | None) -> None:
+    """Drain rather than remove: a record a step holds now is only disabled (*draining*), never deleted or
+    unshared under the step; a later run removes it once no lease holds it (and Octopus refuses a leased delete
+    anyway). ``leases`` is this try's read of the space's ``workertaskleases`` (``None``: the server has none,
+    before Octopus 2024.2: the refusal is then the only guard)."""
+    held = {lease.get("WorkerId") for lease in leases or []}
+    for action in plan["actions"]:
+        worker = action["worker"]
+        if worker.get("Id") in held and (action["op"] == "delete" or action["outcome"] == "unshared"):
+            original = next((r for r in plan.get("records", []) if r["Id"] == worker["Id"]), worker)
+            action["op"] = "update"
+            action["outcome"] = "draining"
+            action["worker"] = {**original, "IsDisabled": True}
+            action["reason"] += "; a step holds it: disabled now, removed once no step does"
+            plan.setdefault("draining", []).append(
+                {"name": worker.get("Name"), "thumbprint": record_key(worker), "cloud": action["cloud"]}
+            )
+            ours_left = plan.setdefault("ours_left", {})
+            ours_left[action["cloud"]] = ours_left.get(action["cloud"], 0) + 1  # it stays, for now
 
 
 def needs_policy(plan: Mapping[str, Any]) -> bool:
@@ -187,10 +226,30 @@ def assign_policy(plan: Mapping[str, Any], policy_id: str) -> None:
             action["worker"]["MachinePolicyId"] = policy_id
 
 
+def leases_or_none(read: Callable[[], Any]) -> Any:
+    """A lease read, or ``None`` where the server has no ``workertaskleases`` (404: before Octopus 2024.2)."""
+    try:
+        return read()
+    except OctopusNotFoundError:
+        log.warning("This Octopus Server lists no worker task leases (before 2024.2): a refused delete is the guard")
+        return None
+
+
+async def aleases_or_none(read: Callable[[], Any]) -> Any:
+    """As :func:`leases_or_none`, for the async client."""
+    try:
+        return await read()
+    except OctopusNotFoundError:
+        log.warning("This Octopus Server lists no worker task leases (before 2024.2): a refused delete is the guard")
+        return None
+
+
 def _with_ownership(result: dict[str, Any], plan: Mapping[str, Any]) -> dict[str, Any]:
     """Add what the summary lists as foreign and what the ledger must keep (records of ours that remain)."""
     result["foreign"] = sorted({n for names in plan["foreign"].values() for n in names})
     remaining = {c: list(v) for c, v in plan.get("owned_remaining", {}).items()}
+    for held in plan.get("draining", []):
+        remaining.setdefault(held["cloud"], []).append({"name": held["name"], "thumbprint": held["thumbprint"]})
     for cloud, counts in result["clouds"].items():
         for worker in counts.pop("kept", []):
             remaining.setdefault(cloud, []).append(worker)
@@ -204,11 +263,14 @@ def execute_actions(
     actions: Sequence[dict[str, Any]],
     clouds: dict[str, dict[str, Any]],
     parallelism: int = DEFAULT_PARALLELISM,
+    *,
+    tolerate_refusal: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> None:
     """Carry out planned writes concurrently, counting each outcome (or error) into ``clouds[cloud]``.
 
-    A delete Octopus refuses (a busy worker) disables the record instead, to be retried on the next run;
-    a delete of a record that is already gone counts as done.
+    A delete Octopus refuses (a busy worker) disables the record instead, to be retried on the next run; with
+    ``tolerate_refusal`` (a teardown, after its drain) a refusal fails the record unless ``tolerate_refusal``
+    says it is expected (a proven-stale lease). A delete of a record that is already gone counts as done.
     """
 
     def run(action: dict[str, Any]) -> tuple[dict[str, Any], str, str | None, bool]:
@@ -232,6 +294,12 @@ def execute_actions(
                 except OctopusValidationError as exc:
                     if not worker.get("IsDisabled"):
                         hook.update_worker(space_id, {**worker, "IsDisabled": True})
+                    if tolerate_refusal is not None and not tolerate_refusal(worker):
+                        note = (
+                            f"delete {worker['Name']} refused ({exc.error_message}): a step took it after the drain; "
+                            "left disabled and in place, its instance is not destroyed. Clear this task to drain again"
+                        )
+                        return action, "failed", note, False
                     note = f"{worker['Name']}: delete refused ({exc.error_message}); disabled"
                     return action, "disabled", note, False
             return action, action["outcome"], None, False
@@ -253,6 +321,7 @@ def count_outcome(
         counts.setdefault("kept", []).append(
             {"name": worker["Name"], "thumbprint": (worker.get("Endpoint") or {}).get("Thumbprint", "").upper()}
         )
+        counts["ours_left"] = counts.get("ours_left", 0) + 1
     if outcome == "failed":
         counts["errors"].append(note)
         counts["retryable_errors"] += int(retryable)
@@ -272,6 +341,49 @@ def created_already(body: Mapping[str, Any], workers: Sequence[Mapping[str, Any]
     return any(pool_id in w.get("WorkerPoolIds", []) and w.get("Name") == body["Name"] for w in workers)
 
 
+def disable_space(
+    hook: OctopusHook, space: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]], *, dry_run: bool
+) -> list[dict[str, Any]]:
+    """The first step of a drain: disable every record of ours in ``space`` (any pool), so no new step takes it.
+
+    Returns the records (:class:`octopus.draining.DrainRecord`) the drain then watches. One read, then one PUT
+    per record not yet disabled (none in a dry run). A space that no longer exists holds nothing.
+    """
+    try:
+        existing = hook.list_workers(space["id"])
+    except OctopusNotFoundError:
+        log.warning("Space %s (%s) no longer exists: nothing to disable there", space["name"], space["id"])
+        return []
+    records = []
+    for fleet in fleets:
+        owned = {str(o["thumbprint"]).upper() for o in fleet.get("owned") or []}
+        for record in existing:
+            if record_key(record) in owned and fleet["cloud"] in space["pools"]:
+                records.append((fleet["cloud"], record))
+    drained: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for cloud, record in records:
+        if record["Id"] in seen:
+            continue
+        seen.add(record["Id"])
+        if not record.get("IsDisabled") and not dry_run:
+            hook.update_worker(space["id"], {**record, "IsDisabled": True})
+        log.info(
+            "%s %s (%s) in %s", "would disable" if dry_run else "disabled", record["Name"], record["Id"], space["name"]
+        )
+        drained.append(
+            {
+                "space_id": space["id"],
+                "space_name": space["name"],
+                "id": record["Id"],
+                "name": record["Name"],
+                "thumbprint": record_key(record),
+                "cloud": cloud,
+            }
+        )
+    return drained
+
+
 def retire_space(
     hook: OctopusHook,
     space: Mapping[str, Any],
@@ -279,18 +391,40 @@ def retire_space(
     *,
     dry_run: bool,
     parallelism: int = DEFAULT_PARALLELISM,
+    stale_ids: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Remove the ``fleets``' own records (their ledgers' ``owned`` lists) from ``space``'s shared pools.
 
     One read, then at most one write per record; foreign records are counted and left alone.
     """
-    existing = hook.list_workers(space["id"])  # every style: a listening worker in a pool is foreign, listed
+    try:
+        space = resolve_unknown_pools(hook, space)
+        existing = hook.list_workers(space["id"])  # every style: a listening worker in a pool is foreign, listed
+    except OctopusNotFoundError:
+        log.warning("Space %s (%s) no longer exists: nothing of ours can be left there", space["name"], space["id"])
+        existing, gone = [], True
+    else:
+        gone = False
     plan = plan_retire(space, {f["cloud"]: f for f in fleets}, existing)
-    clouds = {cloud: {**_empty_counts(), "errors": []} for cloud in space["pools"]}
-    for cloud, names in plan["foreign"].items():
-        clouds[cloud]["foreign"] = len(names)
+    clouds = {cloud: {**_empty_counts(), "errors": [], "read": True} for cloud in space["pools"]}
+    for cloud, counts in clouds.items():
+        counts["foreign"] = len(plan["foreign"].get(cloud, []))
+        counts["ours_left"] = plan["ours_left"].get(cloud, 0)
+        counts["notes"] = list(plan["notes"].get(cloud, []))
+        if gone:
+            counts["notes"].append(f"space {space['id']} no longer exists: confirmed gone")
     actions = plan["actions"]
-    result = _carry_out(hook, space, actions, clouds, _describe(actions), dry_run=dry_run, parallelism=parallelism)
+    stale = set(stale_ids)
+    result = _carry_out(
+        hook,
+        space,
+        actions,
+        clouds,
+        _describe(actions),
+        dry_run=dry_run,
+        parallelism=parallelism,
+        tolerate_refusal=lambda worker: worker["Id"] in stale,
+    )
     return _with_ownership(result, {**plan, "owned_remaining": {}})
 
 
@@ -307,12 +441,13 @@ def _carry_out(
     *,
     dry_run: bool,
     parallelism: int,
+    tolerate_refusal: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> dict[str, Any]:
     """Count the planned writes (``dry_run``) or execute them, and build the space's result."""
     if dry_run:
         count_planned(actions, clouds)
     else:
-        execute_actions(hook, space["id"], actions, clouds, parallelism)
+        execute_actions(hook, space["id"], actions, clouds, parallelism, tolerate_refusal=tolerate_refusal)
     return _result(space, clouds, planned, dry_run=dry_run)
 
 
@@ -324,7 +459,7 @@ def count_planned(actions: Sequence[Mapping[str, Any]], clouds: dict[str, dict[s
 
 def _result(space: Mapping[str, Any], clouds: dict[str, dict[str, Any]], planned: list[str], *, dry_run: bool):
     for counts in clouds.values():
-        counts["failed"] = 1 if counts["errors"] and not counts.get("not_run") else 0
+        counts["failed"] = 1 if (counts["errors"] or counts.get("clashes")) and not counts.get("not_run") else 0
     return {
         "space_id": space["id"],
         "space_name": space["name"],
@@ -332,3 +467,43 @@ def _result(space: Mapping[str, Any], clouds: dict[str, dict[str, Any]], planned
         "planned": planned,
         "clouds": clouds,
     }
+
+
+def log_space_result(logger: Any, result: Mapping[str, Any]) -> None:
+    """The lines a space's index logs, on a worker and in the triggerer alike."""
+    for line in result["planned"]:
+        logger.info("%s: %s", "would" if result["dry_run"] else "planned", line)
+    for cloud, counts in result["clouds"].items():
+        shown = {
+            k: v
+            for k, v in counts.items()
+            if v and k not in ("errors", "retryable_errors", "clashes", "notes", "read", "ours_left", "adoptable")
+        }
+        logger.info("%s / %s: %s", result["space_name"], cloud, shown)
+        for note in counts.get("notes") or []:
+            logger.info("%s / %s: %s", result["space_name"], cloud, note)
+    if result.get("foreign"):
+        logger.info("Foreign, left alone: %s", ", ".join(result["foreign"]))
+    for cloud, entries in (result.get("evidence_rejected") or {}).items():
+        logger.warning(
+            "%s: %d ledger entr%s IGNORED, the seal does not verify: %s",
+            cloud,
+            len(entries),
+            "y" if len(entries) == 1 else "ies",
+            ", ".join(f"{e.get('name') or '?'} ({str(e.get('thumbprint') or '')[:8]}…)" for e in entries),
+        )
+
+
+def space_verdict(result: Mapping[str, Any], verb: str) -> tuple[str | None, bool]:
+    """``(message, retryable)`` of a space's result: ``(None, False)`` when every cloud succeeded.
+
+    Errors a retry cannot fix (4xx other than 429, a name taken by a foreign machine) are not retryable; others
+    (5xx, 429, an unreachable server, after the client's own retries) are.
+    """
+    failures = {c: v for c, v in result["clouds"].items() if v.get("failed")}
+    if not failures:
+        return None, False
+    message = f"{verb} space {result['space_name']} ({result['space_id']}) failed: " + "; ".join(
+        f"{cloud}: {' | '.join([*v.get('errors', []), *v.get('clashes', [])])}" for cloud, v in sorted(failures.items())
+    )
+    return message, any(v.get("retryable_errors") for v in failures.values())

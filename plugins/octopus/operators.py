@@ -123,6 +123,9 @@ def terraform_env(fleet_plan: Mapping[str, Any], action: str) -> dict[str, str]:
         "TF_VAR_instance_count": str(int(fleet_plan["instance_count"])),
         "TF_VAR_machine_policy_name": fleet_plan.get("machine_policy_name") or "Default Machine Policy",
         "TF_VAR_name_prefix": fleet_plan["name_prefix"],
+        # The instances the package removes in this run (drained first), by worker name; always set, so a stray
+        # TF_VAR_remove_instances in the worker's environment can never name one (include/terraform/README.md).
+        "TF_VAR_remove_instances": json.dumps([str(n) for n in fleet_plan.get("remove_instances") or []]),
     }
     if cloud == "local":
         # The simulated VMs run this interpreter, importing octopus_emulator from this package's root.
@@ -226,6 +229,7 @@ class TerraformFleetOperator(BashOperator):
     :param destroy: run ``destroy`` instead of ``apply``.
     :param dry_run: plan only (templated).
     :param octopus_conn_id: connection whose password is the API key (only used for local clouds).
+    :param ledger_store: where the deployment's ledger and lease live (default: Airflow Variables).
     """
 
     template_fields: Sequence[str] = (*BashOperator.template_fields, "fleet_plan", "dry_run")
@@ -237,6 +241,7 @@ class TerraformFleetOperator(BashOperator):
         destroy: bool = False,
         dry_run: Any = False,
         octopus_conn_id: str = "octopus_default",
+        ledger_store: Any = None,
         **kwargs: Any,
     ) -> None:
         script = include_dir() / "terraform-fleet.sh"
@@ -248,6 +253,7 @@ class TerraformFleetOperator(BashOperator):
         self.destroy = destroy
         self.dry_run = dry_run
         self.octopus_conn_id = octopus_conn_id
+        self.ledger_store = ledger_store
 
     @property
     def action(self) -> str:
@@ -278,4 +284,39 @@ class TerraformFleetOperator(BashOperator):
 
     def execute(self, context: Context) -> Any:
         check_state_is_shared(self.fleet_plan["cloud"])
-        return super().execute(context)
+        before = None
+        if not as_bool(self.dry_run):
+            # Terraform state is the deployment's too: only the run holding its lease, and the latest one, writes it.
+            from octopus import ledger, tasks
+
+            cloud, store = self.fleet_plan["cloud"], self.ledger_store or ledger.VariableStore()
+            with tasks.fail_fast_on_bad_input():
+                doc = ledger.check_fence(
+                    store, deployment_prefix(self.fleet_plan), cloud, tasks.this_run(context), tasks.run_state
+                )
+            if not self.destroy and ledger.previous_fleet(doc) is None:
+                before = self.registered_before()
+        result = super().execute(context)
+        if before is not None and isinstance(result, dict):
+            result["registered_before"] = before
+        return result
+
+    def registered_before(self) -> dict[str, str]:
+        """``{name: thumbprint}`` of the fleet-named polling records in the initial pool, read before the apply.
+
+        Read only when the ledger records no fleet (first use, or the ledger was lost): the wait then counts a
+        record only once it carries an endpoint it did not carry here, so a replaced instance's stale record
+        (Healthy until Octopus's next health check) is never taken for the new instance.
+        """
+        from octopus.hooks import OctopusHook
+        from octopus.sharing import is_polling, thumbprint_of
+
+        initial = self.fleet_plan["initial_space"]
+        prefix = f"{self.fleet_plan['name_prefix']}-".casefold()
+        with OctopusHook(octopus_conn_id=self.octopus_conn_id) as hook:
+            records = hook.list_workers(initial["id"], worker_pool_id=initial["pool_id"])
+        return {
+            r["Name"]: thumbprint_of(r)
+            for r in records
+            if is_polling(r) and (r.get("Name") or "").casefold().startswith(prefix)
+        }

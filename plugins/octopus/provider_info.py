@@ -55,6 +55,13 @@ EXTRA_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Total time one request may spend retrying, waits included. Default 120.",
         "schema": {"type": ["number", "null"], "minimum": 0, "examples": [120]},
     },
+    "evidence_secret": {
+        "label": "Evidence key",
+        "description": "Secret that seals the deployments' ownership evidence (HMAC). Empty: the API key. Set it "
+        "to keep the evidence valid across API-key rotations; whoever holds it can make the package treat "
+        "records as its own, so guard it like the key.",
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
 }
 
 #: Standard fields: the server URL and the API key; login, schema and port are not used.

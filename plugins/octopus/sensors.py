@@ -15,8 +15,10 @@ from octopus.sharing import (
     Fleet,
     SharingError,
     fleet_from,
+    instances_before_from,
     instances_from,
     next_poll_interval,
+    registered_before_from,
     registration_status,
 )
 from octopus.templating import as_bool, as_seconds
@@ -155,7 +157,17 @@ class OctopusWorkersRegisteredSensor(BaseSensorOperator):
             "name_prefix": self.fleet_plan["name_prefix"],
             "instances": instances,
             "previous": ledger.previous_fleet(self._ledger()),
+            # What the initial pool held before this run's apply, read only when the ledger knows no fleet:
+            # a record still carrying the same endpoint may be a replaced instance's (see registration_status).
+            "registered_before": registered_before_from(self.terraform_output),
+            "instances_before": instances_before_from(self.terraform_output),
+            "owned": sorted(o["thumbprint"] for o in ledger.verified(self._ledger(), self._signer())["owned"]),
         }
+
+    def _signer(self) -> ledger.Signer:
+        from octopus.hooks import OctopusHook
+
+        return OctopusHook(octopus_conn_id=self.octopus_conn_id).evidence_signer()
 
     def _check(self) -> dict[str, Any]:
         from octopus.hooks import OctopusHook
@@ -179,10 +191,13 @@ class OctopusWorkersRegisteredSensor(BaseSensorOperator):
             seen = {**seen, "workers": workers}
         if not dry_run:
             try:
-                ledger.check_fence(doc, tasks.this_run(context), tasks.run_state)
-            except SharingError as exc:
+                doc = ledger.check_fence(
+                    self._store, plan["prefix"], plan["cloud"], tasks.this_run(context), tasks.run_state
+                )
+            except (SharingError, ledger.LeaseError) as exc:
                 raise AirflowFailException(str(exc)) from None
-            doc = ledger.record_fleet(doc, workers, tasks.this_run(context))
+            doc = ledger.record_fleet(doc, workers, tasks.this_run(context), self._signer())
+            doc = ledger.add_spaces(doc, [initial])
             ledger.save(self._store, doc)
             self._doc = doc
         for suspect in seen.get("suspicious", []):
@@ -196,7 +211,6 @@ class OctopusWorkersRegisteredSensor(BaseSensorOperator):
             "pool_name": plan["pool_name"],
             "generation": int((doc.get("fleet") or {}).get("generation") or 0),
             "workers": fleet_from(seen),
-            "owned": list(doc.get("owned") or []),
             "dry_run": dry_run,
         }
 
@@ -269,3 +283,156 @@ class OctopusWorkersRegisteredSensor(BaseSensorOperator):
             "Check the VMs' bootstrap log (/var/log/octopus-configure-tentacle.log on cloud VMs), the key the VMs "
             "use, and registration_timeout_minutes."
         )
+
+
+class OctopusWorkersDrainedSensor(BaseSensorOperator):
+    """
+    Wait until no deployment step holds any of the records being taken out of service, in any space.
+
+    The records were disabled first (``disable_records``), so Octopus gives them no new step where it honours
+    that. Each poke reads the leases of every space holding one (``workertaskleases``); the drain is done when
+    two reads ``settle`` seconds apart both find no lease on them. A lease whose server task has completed and
+    that is older than ``stale_after`` is stale: reported, not waited for. After ``drain_timeout`` seconds the
+    task fails naming the steps that still hold a worker, which stays disabled and intact — unless ``force``.
+    In a dry run it reads once and reports who holds what, without waiting.
+
+    Pushes ``{"records", "waited_seconds", "stale", "held_by", "forced"}``: what the removal and the summary show.
+
+    :param records: the ``disable_records`` XComs (a list, or a list of lists from a mapped task).
+    :param drain_timeout: seconds (templated).
+    :param stale_after: seconds after which a lease whose task completed is stale (templated).
+    :param force: remove even when the drain times out (templated; the steps on those workers then fail).
+    """
+
+    template_fields: Sequence[str] = ("records", "drain_timeout", "poll_interval", "stale_after", "force", "dry_run")
+    ui_color = "#f6e3c7"
+
+    def __init__(
+        self,
+        *,
+        records: Any,
+        octopus_conn_id: str = "octopus_default",
+        drain_timeout: Any = 60 * 60,
+        poll_interval: Any = 30,
+        stale_after: Any = 15 * 60,
+        settle: float = 5.0,
+        force: Any = False,
+        dry_run: Any = False,
+        mode: str = "reschedule",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(mode=mode, **kwargs)
+        self.records = records
+        self.octopus_conn_id = octopus_conn_id
+        self.drain_timeout = drain_timeout
+        self.poll_interval = poll_interval
+        self.stale_after = stale_after
+        self.settle = settle
+        self.force = force
+        self.dry_run = dry_run
+        self._last: list[dict[str, Any]] = []
+        self._waited = 0.0
+
+    def _records(self) -> list[dict[str, Any]]:
+        flat: list[dict[str, Any]] = []
+        for item in self.records or []:
+            if isinstance(item, Mapping):
+                flat.append(dict(item))
+            elif item:
+                flat.extend(dict(r) for r in item)
+        return flat
+
+    def _read(self, hook: Any, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from airflow.sdk import timezone
+
+        from octopus import draining
+        from octopus.exceptions import OctopusNotFoundError
+
+        leases = {}
+        for space_id in sorted({r["space_id"] for r in records}):
+            try:
+                leases[space_id] = hook.list_worker_task_leases(space_id)
+            except OctopusNotFoundError:
+                leases[space_id] = []  # the space is gone, and every lease with it
+        held = draining.holds(leases, records)
+        tasks: dict[str, Any] = {}
+        for item in held:
+            task_id = item["lease"].get("ServerTaskId") or ""
+            if task_id and task_id not in tasks:
+                try:
+                    tasks[task_id] = hook.get_task(item["record"]["space_id"], task_id)
+                except OctopusNotFoundError:
+                    tasks[task_id] = {}
+        return list(
+            draining.classify(
+                held, tasks, now=timezone.utcnow(), stale_after=as_seconds(self.stale_after, "stale_after")
+            )
+        )
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        from octopus import draining
+        from octopus.hooks import OctopusHook
+
+        records = self._records()
+        if not records:
+            return PokeReturnValue(True, self._result(records, []))
+        spaces = {r["space_id"]: r["space_name"] for r in records}
+        hook = OctopusHook(octopus_conn_id=self.octopus_conn_id)
+        first = self._read(hook, records)
+        if as_bool(self.dry_run):
+            self.log.info(
+                "Dry run: %d records would be drained; now held: %s",
+                len(records),
+                draining.describe_holds(first, spaces) or "none",
+            )
+            return PokeReturnValue(True, self._result(records, first))
+        if draining.drain_verdict(first, None) == "busy":
+            self._last = first
+            self.log.info("Draining %d records, still held: %s", len(records), draining.describe_holds(first, spaces))
+            return PokeReturnValue(False)
+        time.sleep(self.settle)  # the second read, a poll apart: a step that took a worker meanwhile shows up
+        second = self._read(hook, records)
+        if draining.drain_verdict(first, second) != "drained":
+            self._last = second
+            self.log.info("A step took a drained worker meanwhile: %s", draining.describe_holds(second, spaces))
+            return PokeReturnValue(False)
+        stale = [h for h in second if h["stale"]]
+        if stale:
+            self.log.warning("Stale leases, not waited for: %s", draining.describe_holds(stale, spaces))
+        self.log.info(
+            "Drained: %d records, no step holds any of them (two reads %.0fs apart)", len(records), self.settle
+        )
+        return PokeReturnValue(True, self._result(records, second))
+
+    def _result(self, records: list[dict[str, Any]], holds: list[dict[str, Any]], *, forced: bool = False) -> dict:
+        return {
+            "records": records,
+            "waited_seconds": round(self._waited, 1),
+            "stale": [h for h in holds if h["stale"]],
+            "held_by": [h for h in holds if not h["stale"]],
+            "forced": forced,
+        }
+
+    def execute(self, context: Context) -> Any:
+        from airflow.sdk import timezone
+
+        from octopus import draining
+
+        self.timeout = as_seconds(self.drain_timeout, "drain_timeout")
+        self.poke_interval = as_seconds(self.poll_interval, "poll_interval")
+        first = context["ti"].get_first_reschedule_date(context) if self.reschedule else None
+        self._waited = (timezone.utcnow() - first).total_seconds() if first else 0.0
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout:
+            records = self._records()
+            spaces = {r["space_id"]: r["space_name"] for r in records}
+            holding = draining.describe_holds(self._last, spaces) or "unknown (no read succeeded)"
+            if as_bool(self.force):
+                self.log.warning("FORCED after %.0fs: removing workers still held by %s", self.timeout, holding)
+                return self._result(records, self._last, forced=True)
+            raise AirflowSensorTimeout(
+                f"Drain timed out after {self.timeout:.0f}s: still held by {holding}. Those workers stay disabled "
+                "and intact (no record deleted, no instance removed). Clear this task to wait again once the steps "
+                "end, or trigger with force_drain to remove them anyway (the steps on them will then fail)."
+            ) from None

@@ -18,7 +18,7 @@ from typing import Any
 from airflow.sdk.execution_time.xcom import XCom
 from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSuccessEvent, TriggerEvent
 
-from octopus import aoperations, ledger, tasks
+from octopus import aoperations, ledger, operations, tasks
 from octopus.aio import AsyncOctopusClient
 from octopus.coalesce import Coalescer
 from octopus.exceptions import OctopusError
@@ -157,14 +157,13 @@ class OctopusShareSpaceTrigger(BaseTrigger):
             return TriggerEvent({"status": "failed", "message": str(exc), "result": None})
         ready = tasks._ready_fleets(fleets)
         async with gate.slots:  # what Octopus sees: at most spaces_at_once spaces at a time
-            if not dry_run:
-                try:
-                    await self.acheck_fences(gate, space, ready, settings)
-                except SharingError as exc:
-                    message = f"Sharing into space {space['name']} ({space['id']}) refused: {exc}"
-                    self.log.error("%s", message)
-                    return TriggerEvent({"status": "failed", "message": message, "result": None})
-            result = await self._share(gate, space, ready, settings, dry_run=dry_run)
+            try:
+                docs = await self.acheck_fences(gate, space, ready, settings, dry_run=dry_run)
+                result = await self._share(gate, space, ready, docs, settings, dry_run=dry_run)
+            except (SharingError, ledger.LeaseError, ledger.EvidenceError) as exc:
+                message = f"Sharing into space {space['name']} ({space['id']}) refused: {exc}"
+                self.log.error("%s", message)
+                return TriggerEvent({"status": "failed", "message": message, "result": None})
         return await self._end(result)
 
     async def _upstream_values(self, gate: _Gate, settings: Mapping[str, Any]) -> tuple[dict[str, Any], list[Any]]:
@@ -202,30 +201,44 @@ class OctopusShareSpaceTrigger(BaseTrigger):
         )
 
     async def acheck_fences(
-        self, gate: _Gate, space: Mapping[str, Any], fleets: list[dict[str, Any]], settings: Mapping[str, Any]
-    ) -> None:
-        """:func:`octopus.ledger.check_fence` for each of the space's deployments (lease and fleet generation).
+        self,
+        gate: _Gate,
+        space: Mapping[str, Any],
+        fleets: list[dict[str, Any]],
+        settings: Mapping[str, Any],
+        *,
+        dry_run: bool = False,
+    ) -> dict[str, ledger.LedgerDoc]:
+        """:func:`octopus.ledger.check_fence` for each of the space's deployments (lease, epoch, fleet generation).
 
-        Each ledger is read once per read in flight for the whole triggerer: a trigger joins a read another
-        started, never reuses one that had ended before it asked.
+        Returns each ledger as read once the lease was confirmed. One fence of a run and cloud is evaluated for
+        every trigger that asks while it is in flight, never reused once it has ended. A dry run only reads.
         """
         store = type(self).store_factory()
-        me = {"dag_id": settings["dag_id"], "run_id": settings["run_id"]}
+        ti = self.task_instance
+        me = {
+            "dag_id": settings["dag_id"],
+            "run_id": settings["run_id"],
+            "task": f"{ti.task_id}[{ti.map_index}]" if ti is not None else "share_to_space",
+        }
         prefix = settings.get("name_prefix") or DEFAULT_NAME_PREFIX
         by_cloud = {f["cloud"]: f for f in fleets}
         clouds = [cloud for cloud in sorted(space["pools"]) if cloud in by_cloud]
-        docs = await asyncio.gather(
-            *(
-                gate.reads.get(
-                    ("ledger", ledger.ledger_key(prefix, cloud)),
-                    # a thread: the Task SDK's sync Variable read bridges back to this loop from there
-                    functools.partial(asyncio.to_thread, ledger.load, store, prefix, cloud),
+
+        def read(cloud: str) -> Any:
+            generation = by_cloud[cloud].get("generation")
+            if dry_run:
+                call = functools.partial(ledger.load, store, prefix, cloud)
+            else:
+                call = functools.partial(
+                    ledger.check_fence, store, prefix, cloud, me, type(self).run_state, generation=generation
                 )
-                for cloud in clouds
-            )
-        )
-        for cloud, doc in zip(clouds, docs, strict=True):
-            ledger.check_fence(doc, me, type(self).run_state, generation=by_cloud[cloud].get("generation"))
+            # a thread: the Task SDK's sync Variable calls bridge back to this loop from there
+            key = ("fence", dry_run, settings["dag_id"], settings["run_id"], prefix, cloud, generation)
+            return gate.reads.get(key, functools.partial(asyncio.to_thread, call))
+
+        docs = await asyncio.gather(*(read(cloud) for cloud in clouds))
+        return {cloud: copy.deepcopy(doc) for cloud, doc in zip(clouds, docs, strict=True)}
 
     async def _client(self, gate: _Gate) -> AsyncOctopusClient:
         """A client of its own (request count, retry log) on the connection, pool and bucket of this loop's."""
@@ -240,15 +253,24 @@ class OctopusShareSpaceTrigger(BaseTrigger):
         return await shared.borrow()
 
     async def _share(
-        self, gate: _Gate, space: dict[str, Any], ready: list[dict[str, Any]], settings: Mapping[str, Any], *, dry_run
+        self,
+        gate: _Gate,
+        space: dict[str, Any],
+        ready: list[dict[str, Any]],
+        docs: Mapping[str, Any],
+        settings: Mapping[str, Any],
+        *,
+        dry_run,
     ) -> dict[str, Any]:
         client: AsyncOctopusClient | None = None
+        rejected: dict[str, Any] = {}
         try:
             client = await self._client(gate)
+            prepared, rejected = ledger.fleets_for_share(ready, docs, await client.evidence_signer(), dry_run=dry_run)
             result = await aoperations.share_space(
                 client,
                 space,
-                ready,
+                prepared,
                 prune=bool(settings.get("prune_stale", True)),
                 dry_run=dry_run,
                 parallelism=self.parallelism,
@@ -258,27 +280,20 @@ class OctopusShareSpaceTrigger(BaseTrigger):
         finally:
             if client is not None:
                 await client.aclose()
+        if rejected:
+            result["evidence_rejected"] = rejected
         result["requests"] = client.request_count if client is not None else 0
         return result
 
     async def _end(self, result: dict[str, Any]) -> TriggerEvent:
         """Log the result as the worker path does, and the event that ends (or resumes) the task instance."""
-        for line in result["planned"]:
-            self.log.info("%s: %s", "would" if result["dry_run"] else "planned", line)
-        for cloud, counts in result["clouds"].items():
-            shown = {k: v for k, v in counts.items() if v and k not in ("errors", "retryable_errors")}
-            self.log.info("%s / %s: %s", result["space_name"], cloud, shown)
-        if result.get("foreign"):
-            self.log.info("Foreign, left alone: %s", ", ".join(result["foreign"]))
+        operations.log_space_result(self.log, result)
         self.log.info("%d Octopus requests", result["requests"])
-        failures = {c: v for c, v in result["clouds"].items() if v.get("failed")}
-        if not failures:
+        message, retryable = operations.space_verdict(result, "Sharing into")
+        if message is None:
             return await self._end_task(TaskSuccessEvent, result)
-        message = f"Sharing into space {result['space_name']} ({result['space_id']}) failed: " + "; ".join(
-            f"{cloud}: {' | '.join(v['errors'])}" for cloud, v in sorted(failures.items())
-        )
         self.log.error("%s", message)
-        if any(v.get("retryable_errors") for v in failures.values()):
+        if retryable:
             return await self._end_task(TaskFailedEvent, result)
         return TriggerEvent({"status": "failed", "message": message, "result": result})
 

@@ -37,9 +37,11 @@ OUTCOMES = (
     "replaced",
     "pruned",
     "unshared",
+    "draining",
     "disabled",
     "foreign",
     "failed",
+    "blocked",
     "not_run",
 )
 
@@ -92,7 +94,8 @@ class Fleet(TypedDict, total=False):
     pool_name: str
     generation: int  # the ledger's fleet generation this run registered (a cleared older run has a lower one)
     workers: list[FleetWorker]
-    owned: list[OwnedRecord]  # every (name, thumbprint) this deployment may remove: the proof of ownership
+    # Added by the share itself from the verified ledger (never carried in XCom): every endpoint it may remove.
+    owned: list[OwnedRecord]
     dry_run: bool
 
 
@@ -213,15 +216,15 @@ def is_polling(worker: Mapping[str, Any]) -> bool:
     return (worker.get("Endpoint") or {}).get("CommunicationStyle") == POLLING
 
 
-def ownership_key(name: str, thumbprint: str) -> tuple[str, str]:
-    return (name.strip().casefold(), thumbprint.upper())
+def record_key(record: Mapping[str, Any]) -> str:
+    """A record's identity: the thumbprint of its polling endpoint ("" for any other style, never ours).
 
-
-def record_key(record: Mapping[str, Any]) -> tuple[str, str]:
-    """A record's ownership key; a non-polling record's never matches one (the package only makes polling ones)."""
+    Only the instance holding that certificate can serve a polling record with this thumbprint, so a record
+    carrying one of our sealed thumbprints is ours whatever its name (a space admin may rename it).
+    """
     if not is_polling(record):
-        return ("", "")
-    return ownership_key(record.get("Name") or "", thumbprint_of(record))
+        return ""
+    return thumbprint_of(record)
 
 
 # --------------------------------------------------------------------------- discovery
@@ -469,7 +472,6 @@ def next_poll_interval(waited: float, poll_interval: float) -> float:
     return min(poll_interval, max(FIRST_POLL_SECONDS, waited))
 
 
-
 class Instance(TypedDict):
     name: str
     id: str
@@ -496,6 +498,30 @@ def instances_from(terraform_output: Any) -> list[Instance] | None:
     return None
 
 
+def registered_before_from(terraform_output: Any) -> dict[str, str] | None:
+    """What ``terraform_apply`` read in the initial pool before applying (see ``TerraformFleetOperator``)."""
+    if not terraform_output:
+        return None
+    if isinstance(terraform_output, str):
+        import json
+
+        terraform_output = json.loads(terraform_output)
+    before = terraform_output.get("registered_before")
+    return None if before is None else {str(k): str(v) for k, v in before.items()}
+
+
+def instances_before_from(terraform_output: Any) -> list[Instance] | None:
+    """The instances Terraform's state held before ``terraform_apply`` ran (``None`` when unknown)."""
+    if not terraform_output:
+        return None
+    if isinstance(terraform_output, str):
+        import json
+
+        terraform_output = json.loads(terraform_output)
+    before = terraform_output.get("instances_before")
+    return None if before is None else [{"name": str(i["name"]), "id": str(i["id"])} for i in before]
+
+
 def registration_status(records: Sequence[Mapping[str, Any]], fleet_spec: Mapping[str, Any]) -> dict[str, Any]:
     """Whether the fleet described by ``fleet_spec`` has registered, judged from one read of its initial pool.
 
@@ -504,7 +530,13 @@ def registration_status(records: Sequence[Mapping[str, Any]], fleet_spec: Mappin
     * ``expected_count`` — the ``instance_count`` param: never more workers than this;
     * ``name_prefix`` — only to report look-alikes (records named like the fleet that are not in the inventory);
     * ``instances`` — ``[{"name", "id"}]`` the cloud runs (Terraform's inventory), or ``None`` when unknown;
-    * ``previous`` — ``[{"name", "thumbprint", "instance_id"}]``, the fleet the ledger recorded last time.
+    * ``previous`` — ``[{"name", "thumbprint", "instance_id"}]``, the fleet the ledger recorded last time, or
+      ``None`` when it records none (first use, or the ledger was lost);
+    * ``registered_before`` — with no ``previous``: ``{name: thumbprint}`` of the fleet-named records the initial
+      pool held before this run's ``terraform apply`` (``None``: not read);
+    * ``instances_before`` — the instances Terraform's state held before this run's apply (``None``: none known);
+      with no ``previous``, only an instance this apply created must register again to count;
+    * ``owned`` — the sealed thumbprints of the deployment's evidence (an adopted endpoint counts at once).
 
     A record counts for an instance only when it is a live polling record with exactly the instance's name and,
     if the ledger knew that name: a *replaced* instance (other id) must have re-registered with a new thumbprint
@@ -515,6 +547,11 @@ def registration_status(records: Sequence[Mapping[str, Any]], fleet_spec: Mappin
     expected = int(fleet_spec["expected_count"])
     instances = fleet_spec.get("instances")
     previous = {p["name"].casefold(): p for p in fleet_spec.get("previous") or []}
+    before = {n.casefold(): t.upper() for n, t in (fleet_spec.get("registered_before") or {}).items()}
+    lost = fleet_spec.get("previous") is None
+    adopted = {str(t).upper() for t in fleet_spec.get("owned") or []}
+    kept_before = fleet_spec.get("instances_before")
+    kept_ids = {str(i.get("id")) for i in kept_before or [] if i.get("id")}
     prefix = f"{fleet_spec['name_prefix']}-".casefold()
     by_name: dict[str, Mapping[str, Any]] = {}
     for record in records:
@@ -538,6 +575,23 @@ def registration_status(records: Sequence[Mapping[str, Any]], fleet_spec: Mappin
             waiting.append(instance["name"])
         elif entry["health"] in STALE_HEALTH:
             ignored.append({**entry, "why": f"{entry['health']}: tentacle not connected"})
+            waiting.append(instance["name"])
+        elif (
+            lost
+            and instance["id"] not in kept_ids  # created by this run's apply (or the state knew no instances)
+            and before.get(instance["name"].casefold()) == entry["thumbprint"]
+            and entry["thumbprint"] not in adopted
+        ):
+            # No recorded fleet to compare with: a record that already carried this endpoint before the apply
+            # may be a replaced instance's (Healthy until Octopus's next health check). Only a registration
+            # made during this run proves the endpoint is the instance's now.
+            ignored.append(
+                {
+                    **entry,
+                    "why": "registered before this run's apply and the ledger records no fleet (lost or new): "
+                    "waiting for the instance to register again, or adopt it (docs/ownership.md)",
+                }
+            )
             waiting.append(instance["name"])
         elif not instance["id"] or not prior:
             workers.append(_counted(instance, entry))
@@ -674,6 +728,10 @@ class _Writes:
         return actions + self.creates
 
 
+def _thumbprints(entries: Iterable[Mapping[str, Any]]) -> set[str]:
+    return {str(e["thumbprint"]).upper() for e in entries if e.get("thumbprint")}
+
+
 def plan_space(
     space: Mapping[str, Any],
     fleets: Mapping[str, Mapping[str, Any]],
@@ -684,18 +742,21 @@ def plan_space(
     """Decide every write that makes ``space``'s shared pools hold exactly the current fleets, touching only ours.
 
     ``space`` is an entry of :func:`spaces_to_visit`; ``fleets`` maps cloud → :class:`Fleet` (clouds whose fleet
-    is not ready are absent); ``existing`` is this task try's own read of the space's polling workers.
-    Returns ``{"actions", "present": {cloud: n}, "errors": {cloud: [msg]}, "not_run": [cloud],
-    "foreign": {cloud: [name]}, "owned_remaining": {cloud: [OwnedRecord]}}``; creates carry
-    ``MachinePolicyId: "<default>"`` (the caller looks the policy up only when a create is planned).
+    is not ready are absent), whose ``owned`` holds only *verified* evidence (sealed thumbprints, see
+    :mod:`octopus.ledger`); ``existing`` is this task try's own read of every worker of the space.
+    Returns ``{"actions", "present": {cloud: n}, "errors": {cloud: [msg]}, "clashes": {cloud: [msg]},
+    "not_run": [cloud], "foreign": {cloud: [name]}, "owned_remaining": {cloud: [OwnedRecord]},
+    "ours_left": {cloud: n}, "notes": {cloud: [msg]}}``; creates carry ``MachinePolicyId: "<default>"`` (the
+    caller looks the policy up only when a create is planned).
 
-    A record is **ours** for a cloud when its (name, thumbprint) is in that fleet's ``owned`` list (the ledger).
-    Per cloud (pool P):
+    A record is **ours** for a cloud when it is a polling record carrying a thumbprint of that cloud's evidence
+    or current fleet — whatever its name. Per cloud (pool P):
 
-    * copy role — each fleet worker: our record in P is *present* (fixed by one PUT when disabled or its
-      ``poll://`` URI is outdated); our record outside P gets P added (*fixed*); a stale record of ours with the
-      worker's name is re-pointed in place (*replaced*, only with ``prune``); the name or thumbprint held by a
-      record that is not ours is an error (nothing written for that worker); else a minimal POST (*added*).
+    * copy role — each fleet worker: our record of its thumbprint is *present* (fixed by one PUT when outside
+      P, disabled or its ``poll://`` URI is outdated; a name a space admin changed is left as they named it);
+      a stale record of ours holding the worker's name is re-pointed in place (*replaced*, only with
+      ``prune``); the name held by a record that is not ours is a *clash* (nothing written for that worker);
+      else a minimal POST (*added*).
     * initial role — the fleet registered itself: nothing is added or repaired.
     * prune (``prune``, both roles) — records of ours in P that are not in the current fleet lose P: deleted when
       no pool is left (*pruned*), else PUT without P (*unshared*). Every other record in P is **foreign**: counted,
@@ -705,7 +766,10 @@ def plan_space(
     writes = _Writes(records)
     present: dict[str, int] = {}
     errors: dict[str, list[str]] = {}
+    clashes: dict[str, list[str]] = {}
+    notes: dict[str, list[str]] = {}
     foreign: dict[str, list[str]] = {}
+    adoptable: dict[str, list[dict[str, str]]] = {}
     not_run: list[str] = []
     for cloud in sorted(space["pools"]):
         fleet = fleets.get(cloud)
@@ -713,51 +777,57 @@ def plan_space(
             not_run.append(cloud)
             continue
         visit = space["pools"][cloud]
-        owned = {ownership_key(o["name"], o["thumbprint"]) for o in fleet.get("owned") or []}
-        owned |= {ownership_key(w["name"], w["thumbprint"]) for w in fleet["workers"]}
-        current = {ownership_key(w["name"], w["thumbprint"]) for w in fleet["workers"]}
+        current = _thumbprints(fleet["workers"])
+        owned = _thumbprints(fleet.get("owned") or []) | current
         present[cloud] = 0
         handled: set[str] = set()
         if visit["role"] == "copy":
             handled = _plan_copies(
-                space, cloud, visit["pool_id"], fleet, records, owned, writes, present, errors, prune=prune
+                space, cloud, visit["pool_id"], fleet, records, owned, writes, present, clashes, notes, prune=prune
             )
-        if prune:
-            for record in records:
-                key = record_key(record)
-                if record["Id"] in handled or visit["pool_id"] not in writes.pools(record) or key in current:
-                    continue
-                if key in owned:
-                    others = [p for p in writes.pools(record) if p != visit["pool_id"]]
-                    writes.change(
-                        record, cloud, "pruned", f"{record['Name']}: no longer in the fleet", WorkerPoolIds=others
+        for record in records:
+            key = record_key(record)
+            if record["Id"] in handled or visit["pool_id"] not in writes.pools(record) or key in current:
+                continue
+            if prune and key in owned:
+                others = [p for p in writes.pools(record) if p != visit["pool_id"]]
+                writes.change(
+                    record, cloud, "pruned", f"{record['Name']}: no longer in the fleet", WorkerPoolIds=others
+                )
+            elif key not in owned:
+                foreign.setdefault(cloud, []).append(record.get("Name") or record["Id"])
+                like = f"{fleet_name_prefix(fleet.get('prefix') or '', cloud)}-".casefold()
+                if key and fleet.get("prefix") and (record.get("Name") or "").casefold().startswith(like):
+                    adoptable.setdefault(cloud, []).append(
+                        {"name": record["Name"], "thumbprint": key, "health": record.get("HealthStatus") or "Unknown"}
                     )
-                else:
-                    foreign.setdefault(cloud, []).append(record.get("Name") or record["Id"])
-        else:
-            for record in records:
-                key = record_key(record)
-                if visit["pool_id"] in writes.pools(record) and key not in owned and record["Id"] not in handled:
-                    foreign.setdefault(cloud, []).append(record.get("Name") or record["Id"])
     actions = writes.actions()
     deleted = {a["worker"]["Id"] for a in actions if a["op"] == "delete"}
     remaining: dict[str, list[OwnedRecord]] = {}
+    ours_left: dict[str, int] = {}
     for cloud, fleet in fleets.items():
         if cloud not in space["pools"]:
             continue
-        current = {ownership_key(w["name"], w["thumbprint"]) for w in fleet["workers"]}
-        owned = {ownership_key(o["name"], o["thumbprint"]) for o in fleet.get("owned") or []}
+        current = _thumbprints(fleet["workers"])
+        owned = _thumbprints(fleet.get("owned") or []) | current
+        ours_left[cloud] = sum(1 for a in actions if a["op"] == "create" and a["cloud"] == cloud)
         for record in records:
-            key = record_key(record)
-            if key in owned and key not in current and record["Id"] not in deleted:
-                remaining.setdefault(cloud, []).append({"name": record["Name"], "thumbprint": key[1]})
+            key = record_key(writes.body(record))  # a re-pointed record carries its new endpoint
+            if key in owned and record["Id"] not in deleted:
+                ours_left[cloud] += 1
+                if key not in current:
+                    remaining.setdefault(cloud, []).append({"name": record["Name"], "thumbprint": key})
     return {
         "actions": actions,
         "present": present,
         "errors": errors,
+        "clashes": clashes,
+        "notes": notes,
         "not_run": not_run,
         "foreign": {c: sorted(set(n)) for c, n in foreign.items()},
         "owned_remaining": remaining,
+        "ours_left": ours_left,
+        "adoptable": adoptable,
     }
 
 
@@ -767,22 +837,28 @@ def _plan_copies(
     pool_id: str,
     fleet: Mapping[str, Any],
     records: Sequence[Mapping[str, Any]],
-    owned: set[tuple[str, str]],
+    owned: set[str],
     writes: _Writes,
     present: dict[str, int],
-    errors: dict[str, list[str]],
+    clashes: dict[str, list[str]],
+    notes: dict[str, list[str]],
     *,
     prune: bool,
 ) -> set[str]:
     """The copy role of :func:`plan_space` for one cloud; returns the ids of the records it settled."""
     handled: set[str] = set()
     for worker in fleet["workers"]:
-        key = ownership_key(worker["name"], worker["thumbprint"])
-        mine = [r for r in records if record_key(r) == key]
+        thumbprint = worker["thumbprint"].upper()
+        mine = [r for r in records if record_key(r) == thumbprint]
         if mine:
-            record = mine[0]
+            record = next((r for r in mine if pool_id in writes.pools(r)), mine[0])
             handled.add(record["Id"])
             body = writes.body(record)
+            if not same_name(record.get("Name"), worker["name"]):
+                notes.setdefault(cloud, []).append(
+                    f"{worker['name']}: renamed to {record.get('Name')!r} ({record['Id']}) in space {space['name']}; "
+                    "still ours (same endpoint), left as named"
+                )
             drift = []
             if pool_id not in writes.pools(record):
                 drift.append(f"added to pool {pool_id}")
@@ -804,16 +880,7 @@ def _plan_copies(
             else:
                 present[cloud] += 1
             continue
-        same_thumbprint = [r for r in records if thumbprint_of(r) == key[1]]
         same_name_records = [r for r in records if same_name(r.get("Name"), worker["name"])]
-        if same_thumbprint:
-            other = same_thumbprint[0]
-            errors.setdefault(cloud, []).append(
-                f"{worker['name']}: its thumbprint is registered in space {space['name']} as {other.get('Name')!r} "
-                f"({other['Id']}), a record this deployment did not make: left alone, not shared here. Remove or "
-                "rename that record to let the fleet be shared"
-            )
-            continue
         if same_name_records:
             record = same_name_records[0]
             ours = record_key(record) in owned
@@ -832,15 +899,19 @@ def _plan_copies(
                     Uri=worker["uri"],
                 )
                 continue
-            errors.setdefault(cloud, []).append(
-                f"the name {worker['name']!r} is taken by {record['Id']} (thumbprint "
-                f"{thumbprint_of(record) or 'none'}, pools {record.get('WorkerPoolIds')}) in space {space['name']}"
-                + (
-                    ": our stale copy; enable prune_stale to re-point it"
-                    if ours
-                    else ", a record this deployment did not make: rename or remove that machine"
+            if ours:
+                message = (
+                    f"the name {worker['name']!r} is held in space {space['name']} by our stale copy "
+                    f"{record['Id']}: enable prune_stale to re-point it"
                 )
-            )
+            else:
+                message = (
+                    f"the name {worker['name']!r} is taken in space {space['name']} by {record['Id']} (thumbprint "
+                    f"{thumbprint_of(record) or 'none'}, pools {record.get('WorkerPoolIds')}), a machine this "
+                    "deployment did not make: left alone, so this worker is not shared there. Rename or remove "
+                    f"that machine in space {space['name']} (Infrastructure > Workers), then clear this index"
+                )
+            clashes.setdefault(cloud, []).append(message)
             continue
         writes.create(
             cloud, new_worker_body(space["id"], worker, pool_id, "<default>"), f"{worker['name']}: not in space"
@@ -854,10 +925,11 @@ def _plan_copies(
 def plan_retire(
     space: Mapping[str, Any], fleets: Mapping[str, Mapping[str, Any]], existing: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
-    """Writes that remove the deployment's own records (its ledger's ``owned`` list) from ``space``'s shared pools.
+    """Writes that remove the deployment's own records (its verified evidence) from ``space``'s shared pools.
 
     A record of ours that also belongs to other pools only loses the shared pool (*unshared*); every other record
-    in a shared pool is foreign and untouched. Returns ``{"actions", "foreign": {cloud: [name]}}``.
+    in a shared pool is foreign and untouched. Returns ``{"actions", "foreign": {cloud: [name]},
+    "ours_left": {cloud: n}}`` (records of ours the space still holds once the actions are done: in other pools).
     """
     records = [dict(r) for r in existing]
     writes = _Writes(records)
@@ -867,7 +939,7 @@ def plan_retire(
         if fleet is None:
             continue
         pool_id = space["pools"][cloud]["pool_id"]
-        owned = {ownership_key(o["name"], o["thumbprint"]) for o in fleet.get("owned") or []}
+        owned = _thumbprints(fleet.get("owned") or [])
         for record in records:
             if pool_id not in writes.pools(record):
                 continue
@@ -876,53 +948,109 @@ def plan_retire(
                 writes.change(record, cloud, "pruned", "retire", WorkerPoolIds=others)
             else:
                 foreign.setdefault(cloud, []).append(record.get("Name") or record["Id"])
-    return {"actions": writes.actions(), "foreign": {c: sorted(set(n)) for c, n in foreign.items()}}
+    actions = writes.actions()
+    ours_left: dict[str, int] = {}
+    notes: dict[str, list[str]] = {}
+    for cloud in space["pools"]:
+        pool_id = space["pools"][cloud]["pool_id"]
+        owned = _thumbprints((fleets.get(cloud) or {}).get("owned") or [])
+        ours = [r for r in records if record_key(r) in owned]
+        ours_left[cloud] = sum(1 for r in ours if pool_id in writes.pools(r))
+        notes[cloud] = [
+            f"{r['Name']} ({r['Id']}) stays in other pools {writes.pools(r)}: someone else added it there"
+            for r in ours
+            if writes.pools(r) and pool_id not in writes.pools(r)
+        ]
+    return {
+        "actions": actions,
+        "foreign": {c: sorted(set(n)) for c, n in foreign.items()},
+        "ours_left": ours_left,
+        "notes": notes,
+    }
 
 
 # --------------------------------------------------------------------------- summary
 
 
-def summarize(results: Iterable[Mapping[str, Any] | None], plans: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def summarize(results: Iterable[Mapping[str, Any] | None], expected: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Merge per-space results into a spaces × clouds table of outcome counts.
 
-    A space of the plans with no result (its task failed or never ran) counts as failed for each of its clouds.
+    ``expected`` is the list of spaces the run mapped (``spaces_to_share``, or a retire phase's): a space of it
+    with no result (its task failed before pushing one, or never ran) counts as failed for each of its clouds,
+    the initial space's index included. A space whose only failures are clashes with a foreign machine holding
+    our name is *blocked* (listed apart: no run of ours can fix it).
     """
     rows: dict[str, dict[str, Any]] = {}
     for result in results:
         if result:
             rows[result["space_id"]] = dict(result)
-    expected = spaces_to_visit(plans, include_initial=False)
     for space in expected:
         if space["id"] not in rows:
             rows[space["id"]] = {
                 "space_id": space["id"],
                 "space_name": space["name"],
-                "clouds": {c: {"failed": 1, "errors": ["share task failed or did not run"]} for c in space["pools"]},
+                "clouds": {c: {"failed": 1, "errors": ["task failed or did not run"]} for c in space["pools"]},
             }
     ordered = sorted(rows.values(), key=lambda r: _id_number(r["space_id"]))
     clouds = sorted({c for r in ordered for c in r["clouds"]})
     failed = [r["space_name"] for r in ordered if any(v.get("failed") for v in r["clouds"].values())]
+    blocked = {
+        r["space_name"]: [m for v in r["clouds"].values() for m in v.get("clashes") or []]
+        for r in ordered
+        if any(v.get("clashes") for v in r["clouds"].values())
+        and all(
+            not v.get("failed") or (v.get("clashes") and len(v.get("errors") or []) == 0) for v in r["clouds"].values()
+        )
+    }
     totals = {o: sum(r["clouds"].get(c, {}).get(o, 0) for r in ordered for c in clouds) for o in OUTCOMES}
     foreign = {r["space_name"]: sorted(r["foreign"]) for r in ordered if r.get("foreign")}
-    return {"spaces": ordered, "clouds": clouds, "failed_spaces": failed, "totals": totals, "foreign": foreign}
-
-
-def compact_owned(
-    fleet: Mapping[str, Any], results: Iterable[Mapping[str, Any] | None], cloud: str
-) -> list[OwnedRecord]:
-    """After a complete, successful run: the ``owned`` list the ledger keeps for ``cloud``.
-
-    The current fleet, plus every record of an earlier fleet that some space still holds (a delete refused, a
-    record outside the shared pool): the ledger never forgets a record that exists.
-    """
-    kept = {
-        ownership_key(w["name"], w["thumbprint"]): {"name": w["name"], "thumbprint": w["thumbprint"]}
-        for w in fleet["workers"]
+    adoptable = {
+        r["space_name"]: [{**a, "cloud": c} for c, v in r["clouds"].items() for a in v.get("adoptable") or []]
+        for r in ordered
+        if any(v.get("adoptable") for v in r["clouds"].values())
     }
+    return {
+        "adoptable": adoptable,
+        "spaces": ordered,
+        "clouds": clouds,
+        "failed_spaces": failed,
+        "blocked_spaces": blocked,
+        "totals": totals,
+        "foreign": foreign,
+    }
+
+
+def compact_evidence(
+    cloud: str,
+    current: Sequence[Mapping[str, Any]],
+    owned: Sequence[Mapping[str, Any]],
+    recorded_spaces: Mapping[str, Mapping[str, Any]],
+    results: Iterable[Mapping[str, Any] | None],
+) -> tuple[list[str], list[str]]:
+    """What the evidence of ``cloud`` may forget after a run: ``(thumbprints, space ids)`` proven gone.
+
+    A space is forgotten only when this run read it (the whole space, every pool) and found no record of ours
+    left there. An owned endpoint of an earlier fleet is forgotten only when every recorded space was read so
+    and none still holds it. Whatever a run could not see — a space it could not read, did not visit (a
+    ``target_spaces`` run, a pool renamed), or whose index failed before its read — stays.
+    """
+    read: dict[str, Mapping[str, Any]] = {}
+    still: set[str] = set()
     for result in results:
-        for record in ((result or {}).get("owned_remaining") or {}).get(cloud, []):
-            kept.setdefault(ownership_key(record["name"], record["thumbprint"]), dict(record))
-    return sorted(kept.values(), key=lambda r: (r["name"], r["thumbprint"]))
+        counts = ((result or {}).get("clouds") or {}).get(cloud) or {}
+        if counts.get("read"):
+            read[result["space_id"]] = counts
+            still |= {str(r["thumbprint"]).upper() for r in (result.get("owned_remaining") or {}).get(cloud, [])}
+    gone_spaces = [s for s in recorded_spaces if s in read and not read[s].get("ours_left")]
+    if any(s not in read for s in recorded_spaces):
+        return [], gone_spaces
+    current_tps = {str(w["thumbprint"]).upper() for w in current}
+    gone = [
+        str(o["thumbprint"]).upper()
+        for o in owned
+        if str(o["thumbprint"]).upper() not in current_tps and str(o["thumbprint"]).upper() not in still
+    ]
+    return gone, gone_spaces
 
 
 def format_table(summary: Mapping[str, Any]) -> str:

@@ -22,7 +22,7 @@ from octopus.sharing import (
     DEFAULT_NAME_PREFIX,
     DEFAULT_POOL_NAME_TEMPLATE,
     SharingError,
-    compact_owned,
+    compact_evidence,
     format_table,
     spaces_to_visit,
 )
@@ -47,7 +47,10 @@ def run_state(dag_id: str, run_id: str) -> str | None:
 
 
 def this_run(context: Mapping[str, Any]) -> dict[str, str]:
-    return {"dag_id": context["dag"].dag_id, "run_id": context["run_id"]}
+    """The run (and the task instance, for its own lease ticket) a task writes for."""
+    ti = context.get("ti")
+    task = f"{ti.task_id}[{ti.map_index}]" if ti is not None else ""
+    return {"dag_id": context["dag"].dag_id, "run_id": context["run_id"], "task": task}
 
 
 def prefix_of(params: Mapping[str, Any]) -> str:
@@ -69,12 +72,20 @@ def release_deployments(context: Mapping[str, Any], store: ledger.LedgerStore) -
     ledger.release(store, prefix_of(params), params["clouds"], this_run(context))
 
 
+def fence(
+    context: Mapping[str, Any], cloud: str, store: ledger.LedgerStore, *, generation: int | None = None
+) -> ledger.LedgerDoc:
+    """:func:`octopus.ledger.check_fence` for this task: the run holds the deployment now, and is its latest."""
+    prefix = prefix_of(context["params"])
+    return ledger.check_fence(store, prefix, cloud, this_run(context), run_state, generation=generation)
+
+
 @contextlib.contextmanager
 def fail_fast_on_bad_input() -> Iterator[None]:
     """Turn errors that retrying cannot fix into ``AirflowFailException`` (no task retries)."""
     try:
         yield
-    except SharingError as exc:
+    except (SharingError, ledger.LeaseError, ledger.EvidenceError) as exc:
         raise AirflowFailException(str(exc)) from None
     except OctopusError as exc:
         if not exc.retryable:
@@ -128,12 +139,23 @@ def get_spaces(
             conf.getint("core", "max_map_length", fallback=1024),
             task_id="retire_copies" if teardown else "share_to_space",
         )
+        adoptions = find_adoptable(hook, plans, params.get("adopt") or []) if not teardown else {}
         for plan in plans:
             doc = docs[plan["cloud"]]
-            record = plan["initial_pin"] != "pinned" and not params.get("dry_run") and not teardown
-            if record and context is not None:
-                ledger.check_fence(doc, this_run(context), run_state)
-                ledger.save(store, {**doc, "initial_space": dict(plan["initial_space"])})
+            if teardown:
+                add_recorded_spaces(plan, doc)
+                continue
+            if params.get("dry_run") or context is None:
+                continue
+            # Before any write of the run: where its records may end up (so nothing it makes is ever forgotten).
+            doc = fence(context, plan["cloud"], store)
+            if plan["initial_pin"] != "pinned":
+                doc = {**doc, "initial_space": dict(plan["initial_space"])}
+            doc = ledger.add_spaces(doc, [plan["initial_space"], *(s for s in plan["spaces"] if s.get("id"))])
+            if adoptions.get(plan["cloud"]):
+                doc = ledger.adopt(doc, adoptions[plan["cloud"]], hook.evidence_signer())
+                log.warning("%s: ADOPTED as this deployment's own: %s", plan["cloud"], adoptions[plan["cloud"]])
+            ledger.save(store, doc)
     for plan in plans:
         pin = {"pinned": "pinned", "first_use": "pinned now (first use)", "moved": "MOVED here by initial_space"}
         log.info(
@@ -149,6 +171,67 @@ def get_spaces(
         )
     log.info("Discovery cost %d Octopus requests", hook.request_count)
     return plans
+
+
+def find_adoptable(
+    hook: OctopusHook, plans: Sequence[Mapping[str, Any]], thumbprints: Sequence[str]
+) -> dict[str, list[dict[str, str]]]:
+    """Per cloud, the records the ``adopt`` param may take back: ``[{"name", "thumbprint"}]``.
+
+    A thumbprint is adoptable only when a polling record carrying it, named like this deployment's fleet of that
+    cloud (``<prefix>-<cloud>-…``), sits in a space the run visits. Any other thumbprint fails the run before
+    anything is written: adoption is the operator's explicit word, checked against what Octopus holds.
+    """
+    from octopus.sharing import fleet_name_prefix, is_polling, thumbprint_of
+
+    wanted = sorted({t.strip().upper() for t in thumbprints if t and t.strip()})
+    found: dict[str, list[dict[str, str]]] = {}
+    missing = []
+    for thumbprint in wanted:
+        match = None
+        for plan in plans:
+            like = f"{fleet_name_prefix(plan['prefix'], plan['cloud'])}-".casefold()
+            for space in [plan["initial_space"], *plan["spaces"]]:
+                records = hook.list_workers(space["id"], thumbprint=thumbprint)
+                match = next(
+                    (
+                        r
+                        for r in records
+                        if is_polling(r)
+                        and thumbprint_of(r) == thumbprint
+                        and (r.get("Name") or "").casefold().startswith(like)
+                    ),
+                    None,
+                )
+                if match:
+                    found.setdefault(plan["cloud"], []).append({"name": match["Name"], "thumbprint": thumbprint})
+                    break
+            if match:
+                break
+        if match is None:
+            missing.append(thumbprint)
+    if missing:
+        raise SharingError(
+            f"adopt names {len(missing)} thumbprint(s) no polling record named like this deployment's fleet "
+            f"carries in the spaces it visits: {', '.join(missing)}. Nothing was written. Run a dry run: its "
+            "summary lists the records that can be adopted."
+        )
+    return found
+
+
+def add_recorded_spaces(plan: dict[str, Any], doc: Mapping[str, Any]) -> None:
+    """A teardown also visits every space the ledger recorded, wherever discovery finds the pool today.
+
+    A space whose pool was renamed, or that the key can no longer list, may still hold our records: its index
+    reads it (by the pool id recorded) and fails naming it when it cannot.
+    """
+    known = {plan["initial_space"]["id"], *(s["id"] for s in plan["spaces"])}
+    for space_id, entry in sorted((doc.get("spaces") or {}).items()):
+        if space_id not in known:
+            plan["spaces"].append(
+                {"id": space_id, "name": entry.get("name") or space_id, "pool_id": entry.get("pool_id")}
+            )
+            log.info("%s: also visiting %s (%s), recorded in the ledger", plan["cloud"], entry.get("name"), space_id)
 
 
 def spaces_to_share(plans: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -170,24 +253,36 @@ def _ready_fleets(fleets: Iterable[Any] | Mapping[str, Any] | None) -> list[dict
     return [dict(f) for f in _as_list(fleets) if f]
 
 
-def check_fences(
+def fence_space(
     space: Mapping[str, Any],
     fleets: Sequence[Mapping[str, Any]],
     context: Mapping[str, Any],
     store: ledger.LedgerStore,
     *,
     check_generation: bool,
-) -> None:
-    """Before a space's first write: this run still holds each of the space's deployments, with a current fleet."""
-    prefix = prefix_of(context["params"])
+) -> dict[str, ledger.LedgerDoc]:
+    """Before a space's first write: this run holds each of the space's deployments (with a current fleet).
+
+    Returns each deployment's ledger, read once the lease was confirmed: the evidence the writes rest on.
+    """
     by_cloud = {f["cloud"]: f for f in fleets}
+    docs = {}
     with fail_fast_on_bad_input():
         for cloud in sorted(space["pools"]):
             if cloud not in by_cloud:
                 continue
-            doc = ledger.load(store, prefix, cloud)
             generation = by_cloud[cloud].get("generation") if check_generation else None
-            ledger.check_fence(doc, this_run(context), run_state, generation=generation)
+            docs[cloud] = fence(context, cloud, store, generation=generation)
+    return docs
+
+
+def read_ledgers(
+    space: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]], context: Mapping[str, Any], store
+) -> dict[str, ledger.LedgerDoc]:
+    """A dry run's view of the ledgers of the space's deployments (no lease: it writes nothing)."""
+    prefix = prefix_of(context["params"])
+    with fail_fast_on_bad_input():
+        return {f["cloud"]: ledger.load(store, prefix, f["cloud"]) for f in fleets if f["cloud"] in space["pools"]}
 
 
 def share_to_space(
@@ -202,21 +297,28 @@ def share_to_space(
     """One space: upsert every ready fleet's workers, prune our stale copies; push the result even on failure."""
     params = context["params"]
     dry_run = bool(params.get("dry_run", False))
+    store = store or ledger.VariableStore()
     hook = OctopusHook(octopus_conn_id=conn_id, concurrency=concurrency)
     ready = _ready_fleets(fleets)
-    if not dry_run:
-        check_fences(space, ready, context, store or ledger.VariableStore(), check_generation=True)
+    if dry_run:
+        docs = read_ledgers(space, ready, context, store)
+    else:
+        docs = fence_space(space, ready, context, store, check_generation=True)
+    with fail_fast_on_bad_input():
+        prepared, rejected = ledger.fleets_for_share(ready, docs, hook.evidence_signer(), dry_run=dry_run)
     try:
         result = operations.share_space(
-            hook, space, ready, prune=bool(params.get("prune_stale", True)), dry_run=dry_run
+            hook, space, prepared, prune=bool(params.get("prune_stale", True)), dry_run=dry_run
         )
     except OctopusError as exc:
         result = _failed_result(space, exc, dry_run=dry_run)
+    if rejected:
+        result["evidence_rejected"] = rejected
     _finish_space(result, hook, context, verb="Sharing into")
 
 
 def _failed_result(space: Mapping[str, Any], exc: OctopusError, *, dry_run: bool) -> dict[str, Any]:
-    """The result of a space whose very first read failed: every cloud failed with the same reason."""
+    """The result of a space whose very first read failed: every cloud failed with the same reason (not read)."""
     retryable = int(exc.retryable)
     return {
         "space_id": space["id"],
@@ -230,63 +332,112 @@ def _failed_result(space: Mapping[str, Any], exc: OctopusError, *, dry_run: bool
 
 
 def _finish_space(result: dict[str, Any], hook: OctopusHook, context: Mapping[str, Any], *, verb: str):
-    """Log and push a space's result; fail its map index if any cloud failed.
-
-    Errors a retry cannot fix (those not ``retryable``: 4xx other than 429, name clashes) fail at once; others
-    (5xx, 429, unreachable server, after the hook's own retries) let Airflow retry.
-    """
+    """Log and push a space's result; fail its map index if any cloud failed (see ``operations.space_verdict``)."""
     result["requests"] = hook.request_count
     context["ti"].xcom_push(key=SPACE_RESULT_KEY, value=result)
-    for line in result["planned"]:
-        log.info("%s: %s", "would" if result["dry_run"] else "planned", line)
-    for cloud, counts in result["clouds"].items():
-        shown = {k: v for k, v in counts.items() if v and k not in ("errors", "retryable_errors")}
-        log.info("%s / %s: %s", result["space_name"], cloud, shown)
-    if result.get("foreign"):
-        log.info("Foreign, left alone: %s", ", ".join(result["foreign"]))
-    failures = {c: v for c, v in result["clouds"].items() if v.get("failed")}
-    if not failures:
+    operations.log_space_result(log, result)
+    message, retryable = operations.space_verdict(result, verb)
+    if message is None:
         return result
-    message = f"{verb} space {result['space_name']} ({result['space_id']}) failed: " + "; ".join(
-        f"{cloud}: {' | '.join(v['errors'])}" for cloud, v in sorted(failures.items())
-    )
-    if any(v.get("retryable_errors") for v in failures.values()):
+    if retryable:
         raise AirflowException(message)
     raise AirflowFailException(message)
+
+
+def space_results(context: Mapping[str, Any], task_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The ``space_result`` XComs of the mapped space tasks upstream of this one (all of them by default)."""
+    ti = context["ti"]
+    if task_ids is None:
+        task_ids = sorted(context["task"].upstream_task_ids)
+    return [r for t in task_ids for r in _as_list(ti.xcom_pull(task_ids=t, key=SPACE_RESULT_KEY)) if r]
+
+
+def compact(
+    context: Mapping[str, Any],
+    store: ledger.LedgerStore,
+    signer: ledger.Signer,
+    cloud: str,
+    results: Sequence[Mapping[str, Any]],
+) -> tuple[ledger.LedgerDoc, list[dict[str, Any]]]:
+    """Under the lease: the ledger of ``cloud`` keeping only what this run could not prove gone.
+
+    Returns the saved ledger, the evidence that failed verification (moved aside, never acted on), and the
+    recorded spaces this run did not read (each may still hold records of ours: kept, listed in the summary).
+    """
+    doc = fence(context, cloud, store)
+    evidence = ledger.verified(doc, signer)
+    current = (evidence["fleet"] or {}).get("workers") or []
+    gone, gone_spaces = compact_evidence(cloud, current, evidence["owned"], doc.get("spaces") or {}, results)
+    doc = ledger.forget(ledger.with_verified(doc, evidence), thumbprints=gone, space_ids=gone_spaces)
+    ledger.save(store, doc)
+    if gone or gone_spaces:
+        log.info("%s: the evidence forgets %d endpoints and %d spaces proven gone", cloud, len(gone), len(gone_spaces))
+    read = {r["space_id"] for r in results if ((r.get("clouds") or {}).get(cloud) or {}).get("read")}
+    unread = sorted(f"{e.get('name')} ({sid})" for sid, e in (doc.get("spaces") or {}).items() if sid not in read)
+    return doc, evidence["rejected"], unread
 
 
 def summarize(
     plans: Sequence[Mapping[str, Any]] | None,
     fleets: Iterable[Any] | None,
+    spaces: Sequence[Mapping[str, Any]] | None,
     context: Mapping[str, Any],
+    *,
+    conn_id: str,
     store: ledger.LedgerStore | None = None,
 ) -> dict[str, Any]:
-    """The run's table; keeps the ledger lean, releases the run's lease, and on full success emits the Asset.
+    """The run's table; keeps the evidence lean, releases the run's lease, and on success emits the Asset.
 
-    Raises when a fleet was not ready or any space failed.
+    ``spaces`` is what ``share_to_space`` was mapped over: every index counts, the initial space's included.
+    Raises when a fleet was not ready or any space failed (a space blocked only by a foreign machine holding
+    our name does not withhold the Asset from the others: it is named in the event's ``blocked`` extra).
     """
     store = store or ledger.VariableStore()
     params = context["params"]
     try:
         if not plans:
             raise AirflowFailException("get_spaces produced no plan: see its log for the reason")
-        results = _as_list(context["ti"].xcom_pull(task_ids="share_to_space", key=SPACE_RESULT_KEY))
-        summary = summarize_results(results, plans)
+        results = space_results(context)
+        summary = summarize_results(results, _as_list(spaces))
         ready = _ready_fleets(fleets)
         summary["clouds_not_ready"] = sorted({p["cloud"] for p in plans} - {f["cloud"] for f in ready})
         summary["dry_run"] = bool(params.get("dry_run", False))
-        complete = not summary["failed_spaces"] and not summary["clouds_not_ready"]
-        if complete and not summary["dry_run"] and not params.get("target_spaces") and params.get("prune_stale", True):
-            for fleet in ready:
-                doc = ledger.load(store, prefix_of(params), fleet["cloud"])
-                if (doc.get("fleet") or {}).get("generation") == fleet.get("generation"):
-                    ledger.save(store, {**doc, "owned": compact_owned(fleet, results, fleet["cloud"])})
+        summary["evidence_rejected"] = {}
+        summary["spaces_not_verified"] = {}
+        if not summary["dry_run"]:
+            signer = OctopusHook(octopus_conn_id=conn_id).evidence_signer()
+            with fail_fast_on_bad_input():
+                for plan in plans:
+                    _, rejected, unread = compact(context, store, signer, plan["cloud"], results)
+                    if unread:
+                        summary["spaces_not_verified"][plan["cloud"]] = unread
+                        log.warning(
+                            "%s: spaces this deployment wrote to that this run did not read (not visited, no "
+                            "longer listed, or failed): %s. Records of ours there stay in the evidence.",
+                            plan["cloud"],
+                            ", ".join(unread),
+                        )
+                    if rejected:
+                        summary["evidence_rejected"][plan["cloud"]] = rejected
+                        key = ledger.ledger_key(prefix_of(params), plan["cloud"])
+                        log.warning("%s", ledger.describe_rejected(key, rejected))
+        unblocked = [s for s in summary["failed_spaces"] if s not in summary["blocked_spaces"]]
+        complete = not unblocked and not summary["clouds_not_ready"]
         if complete and not summary["dry_run"]:
             _emit_asset(context, plans, summary, event="shared")
         problems = []
         if summary["clouds_not_ready"]:
             problems.append(f"fleet not ready for {', '.join(summary['clouds_not_ready'])} (see terraform_apply/wait)")
-        _report("Share summary", summary, problems, context)
+        for space, records in summary["adoptable"].items():
+            log.warning(
+                "Named like this fleet in %s but not proven ours (left alone): %s. If they are this deployment's own "
+                "older workers (its ledger was lost), trigger with adopt=[<thumbprints>].",
+                space,
+                ", ".join(f"{r['name']} {r['thumbprint']} ({r['health']})" for r in records),
+            )
+        for space, clashes in summary["blocked_spaces"].items():
+            log.warning("BLOCKED in space %s (shared everywhere else): %s", space, " | ".join(clashes))
+        _report("Share summary", summary, problems, context, tolerated=list(summary["blocked_spaces"]))
         return summary
     finally:
         release_deployments(context, store)
@@ -313,6 +464,8 @@ def _emit_asset(
         "spaces": len(summary["spaces"]),
         "run_id": context["run_id"],
     }
+    if summary.get("blocked_spaces"):
+        extra["blocked"] = sorted(summary["blocked_spaces"])
     context["outlet_events"][AssetAlias(ASSET_ALIAS)].add(Asset(uri), extra=extra)
     log.info("Asset event %s: %s", uri, extra)
 
@@ -321,31 +474,44 @@ def _emit_asset(
 
 
 def get_fleet_records(
-    plans: Sequence[Mapping[str, Any]], context: Mapping[str, Any], store: ledger.LedgerStore | None = None
+    plans: Sequence[Mapping[str, Any]],
+    context: Mapping[str, Any],
+    store: ledger.LedgerStore | None = None,
+    *,
+    conn_id: str,
 ) -> list[dict[str, Any]]:
-    """Per cloud, what the deployment may remove: its ledger's ``owned`` records (no Octopus request)."""
+    """Per cloud, what the deployment may remove: its ledger's verified evidence (reported; no Octopus request).
+
+    Each retire index verifies the ledger again itself before it writes: this XCom is what the log shows.
+    """
     store = store or ledger.VariableStore()
     prefix = prefix_of(context["params"])
+    signer = OctopusHook(octopus_conn_id=conn_id).evidence_signer()
     fleets = []
     for plan in plans:
-        doc = ledger.load(store, prefix, plan["cloud"])
-        owned = list(doc.get("owned") or [])
-        fleets.append({"cloud": plan["cloud"], "workers": [], "owned": owned})
+        with fail_fast_on_bad_input():
+            doc = ledger.load(store, prefix, plan["cloud"])
+        evidence = ledger.verified(doc, signer)
+        owned = [{"name": o["name"], "thumbprint": o["thumbprint"]} for o in evidence["owned"]]
+        fleets.append({"cloud": plan["cloud"], "workers": [], "owned": owned, "spaces": dict(doc.get("spaces") or {})})
         log.info(
-            "%s: %d records owned by deployment %r: %s", plan["cloud"], len(owned), prefix, [o["name"] for o in owned]
+            "%s: %d endpoints owned by deployment %r (%s), recorded in %d spaces",
+            plan["cloud"],
+            len(owned),
+            prefix,
+            ", ".join(o["name"] for o in owned),
+            len(doc.get("spaces") or {}),
         )
-        if not owned:
-            log.warning(
-                "%s: the ledger %s owns no record: nothing will be removed from Octopus",
-                plan["cloud"],
-                ledger.ledger_key(prefix, plan["cloud"]),
-            )
+        if evidence["rejected"]:
+            log.warning("%s", ledger.describe_rejected(ledger.ledger_key(prefix, plan["cloud"]), evidence["rejected"]))
     return fleets
 
 
 def retire_spaces(plans: Sequence[Mapping[str, Any]], *, role: str) -> list[dict[str, Any]]:
-    """Spaces a teardown visits in one phase: ``copy`` (remaining spaces) or ``initial``."""
+    """Spaces a teardown visits in one phase: ``copy`` (remaining spaces), ``initial``, or ``all`` (the drain)."""
     visits = spaces_to_visit(plans, include_initial=True)
+    if role == "all":
+        return visits
     selected = []
     for visit in visits:
         pools = {c: p for c, p in visit["pools"].items() if p["role"] == role}
@@ -354,60 +520,158 @@ def retire_spaces(plans: Sequence[Mapping[str, Any]], *, role: str) -> list[dict
     return selected
 
 
-def retire_from_space(
+def _evidence_of(
+    space: Mapping[str, Any],
+    fleets: Sequence[Mapping[str, Any]] | None,
+    context: Mapping[str, Any],
+    store: ledger.LedgerStore,
+    hook: OctopusHook,
+    *,
+    dry_run: bool,
+) -> list[dict[str, Any]]:
+    """Per cloud of ``space``, the sealed endpoints a teardown may act on: the ledger read under the lease
+    (only read, in a dry run), verified with the connection's key."""
+    clouds = [{"cloud": f["cloud"]} for f in fleets or []]
+    if dry_run:
+        docs = read_ledgers(space, clouds, context, store)
+    else:
+        docs = fence_space(space, clouds, context, store, check_generation=False)
+    signer = hook.evidence_signer()
+    return [{"cloud": c, "owned": ledger.verified(doc, signer)["owned"]} for c, doc in docs.items()]
+
+
+def disable_records(
     space: Mapping[str, Any],
     fleets: Sequence[Mapping[str, Any]],
     context: Mapping[str, Any],
     *,
     conn_id: str,
     store: ledger.LedgerStore | None = None,
-) -> None:
-    """Remove the deployment's own records from one space; push the result, fail this index on any error."""
+) -> list[dict[str, Any]]:
+    """Drain, step 1: disable every record of ours in one space; return them for ``wait_for_drain``."""
     dry_run = bool(context["params"].get("dry_run", False))
     hook = OctopusHook(octopus_conn_id=conn_id)
-    if not dry_run:
-        check_fences(space, list(fleets or []), context, store or ledger.VariableStore(), check_generation=False)
+    evidence = _evidence_of(space, fleets, context, store or ledger.VariableStore(), hook, dry_run=dry_run)
+    with fail_fast_on_bad_input():
+        return operations.disable_space(hook, space, evidence, dry_run=dry_run)
+
+
+def retire_from_space(
+    space: Mapping[str, Any],
+    fleets: Sequence[Mapping[str, Any]],
+    context: Mapping[str, Any],
+    *,
+    conn_id: str,
+    drained: Mapping[str, Any] | None = None,
+    store: ledger.LedgerStore | None = None,
+) -> None:
+    """Remove the deployment's own records from one space; push the result, fail this index on any error.
+
+    Runs after ``wait_for_drain``: a record Octopus still refuses to delete (a step took it since) fails the
+    index, so no instance is destroyed under a step; one held only by a stale lease stays disabled.
+    What is removed rests on the ledger read under the lease by this task, verified with the connection's key.
+    """
+    dry_run = bool(context["params"].get("dry_run", False))
+    hook = OctopusHook(octopus_conn_id=conn_id)
+    evidence = _evidence_of(space, fleets, context, store or ledger.VariableStore(), hook, dry_run=dry_run)
+    stale = {h["worker_id"] for h in (drained or {}).get("stale") or [] if h["space_id"] == space["id"]}
     try:
-        result = operations.retire_space(hook, space, list(fleets or []), dry_run=dry_run)
+        result = operations.retire_space(hook, space, evidence, dry_run=dry_run, stale_ids=stale)
     except OctopusError as exc:
         result = _failed_result(space, exc, dry_run=dry_run)
     _finish_space(result, hook, context, verb="Retiring from")
 
 
 def summarize_retire(
-    plans: Sequence[Mapping[str, Any]] | None, context: Mapping[str, Any], store: ledger.LedgerStore | None = None
+    plans: Sequence[Mapping[str, Any]] | None,
+    context: Mapping[str, Any],
+    store: ledger.LedgerStore | None = None,
+    *,
+    conn_id: str,
 ) -> dict[str, Any]:
-    """Teardown table; forgets the removed records, releases the lease; raises when any space failed."""
+    """Teardown table; forgets what was proven removed, releases the lease.
+
+    The deployment is retired (the Asset ``…/retired``) only when every space its ledger recorded was read and
+    holds none of its records any more (or no longer exists, or is let go by the ``forget_spaces`` param), and
+    Terraform destroyed every fleet. Otherwise it fails naming the spaces left, and keeps them for the next try.
+    """
     store = store or ledger.VariableStore()
+    params = context["params"]
     try:
         if not plans:
             raise AirflowFailException("get_spaces produced no plan: see its log for the reason")
         ti = context["ti"]
-        results = [
-            r
-            for t in ("retire_copies", "retire_initial")
-            for r in _as_list(ti.xcom_pull(task_ids=t, key=SPACE_RESULT_KEY))
-        ]
+        results = space_results(context, ("retire_copies", "retire_initial"))
         summary = summarize_results(results, [])
-        summary["dry_run"] = bool(context["params"].get("dry_run", False))
+        summary["dry_run"] = bool(params.get("dry_run", False))
         done = {_destroy_output(line)["cloud"] for line in _as_list(ti.xcom_pull(task_ids="terraform_destroy")) if line}
         summary["destroyed"] = sorted(done)
         summary["not_destroyed"] = sorted({p["cloud"] for p in plans} - done)
-        if not summary["dry_run"] and not summary["failed_spaces"]:
-            for plan in plans:
-                doc = ledger.load(store, prefix_of(context["params"]), plan["cloud"])
-                # An empty fleet as a new generation: a cleared share task of an older run must not replay its fleet.
-                retired = ledger.record_fleet(doc, [], this_run(context))
-                ledger.save(store, {**retired, "owned": compact_owned({"workers": []}, results, plan["cloud"])})
-            if not summary["not_destroyed"]:
+        summary["spaces_left"] = {}
+        summary["drain"] = drain_report(ti.xcom_pull(task_ids="wait_for_drain"))
+        let_go = {str(s).strip().casefold() for s in params.get("forget_spaces") or [] if str(s).strip()}
+        if not summary["dry_run"]:
+            signer = OctopusHook(octopus_conn_id=conn_id).evidence_signer()
+            with fail_fast_on_bad_input():
+                for plan in plans:
+                    cloud = plan["cloud"]
+                    doc, _, _ = compact(context, store, signer, cloud, results)
+                    released = {
+                        sid
+                        for sid, e in (doc.get("spaces") or {}).items()
+                        if sid.casefold() in let_go or str(e.get("name", "")).casefold() in let_go
+                    }
+                    if released:
+                        log.warning(
+                            "%s: letting go of spaces %s (forget_spaces): their records are left as they are",
+                            cloud,
+                            sorted(released),
+                        )
+                        doc = ledger.forget(doc, space_ids=released)
+                    left = doc.get("spaces") or {}
+                    if not left:
+                        # Every place a record of ours could be was verified: the evidence is empty, and an
+                        # empty fleet is a new generation (a cleared share task of an older run must not replay).
+                        doc = ledger.record_fleet({**doc, "owned": []}, [], this_run(context), signer)
+                        doc = {**doc, "owned": []}
+                    else:
+                        summary["spaces_left"][cloud] = sorted(f"{e.get('name')} ({sid})" for sid, e in left.items())
+                    ledger.save(store, doc)
+            if not summary["failed_spaces"] and not summary["not_destroyed"] and not summary["spaces_left"]:
                 _emit_asset(context, plans, summary, event="retired")
         problems = []
         if summary["not_destroyed"]:
             problems.append(f"terraform destroy did not complete for {', '.join(summary['not_destroyed'])}")
+        for cloud, left in summary["spaces_left"].items():
+            problems.append(
+                f"{cloud}: not verified free of our records, kept in the ledger: {', '.join(left)} (grant the "
+                "connection's user access, or name a space that is gone for good in forget_spaces)"
+            )
         _report("Retire summary", summary, problems, context)
         return summary
     finally:
         release_deployments(context, store)
+
+
+def drain_report(drained: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What the summary shows of a drain: how long it waited, for which steps, and what it left disabled."""
+    if not drained:
+        return {}
+    report = {
+        "records": len(drained.get("records") or []),
+        "waited_seconds": drained.get("waited_seconds", 0),
+        "forced": bool(drained.get("forced")),
+        "held_by": sorted({f"{h['worker']}: {h['task']}" for h in drained.get("held_by") or []}),
+        "stale": sorted({f"{h['worker']}: {h['task']}" for h in drained.get("stale") or []}),
+    }
+    log.info(
+        "Drain: %d records, waited %.0fs%s%s",
+        report["records"],
+        report["waited_seconds"],
+        f"; FORCED while held by {', '.join(report['held_by'])}" if report["forced"] else "",
+        f"; stale leases left disabled: {', '.join(report['stale'])}" if report["stale"] else "",
+    )
+    return report
 
 
 def _destroy_output(value: Any) -> dict[str, Any]:
@@ -415,18 +679,23 @@ def _destroy_output(value: Any) -> dict[str, Any]:
     return json.loads(value) if isinstance(value, str) else dict(value)
 
 
-def _report(title: str, summary: dict[str, Any], problems: list[str], context: Mapping[str, Any]) -> None:
+def _report(
+    title: str,
+    summary: dict[str, Any],
+    problems: list[str],
+    context: Mapping[str, Any],
+    *,
+    tolerated: Sequence[str] = (),
+) -> None:
     """Log a run's table; with failed spaces or other problems, keep the summary in XCom and fail without retrying.
 
     The verdict is on finished upstream tasks: retrying it cannot change it, clearing them (with downstream) can.
     """
     note = " (dry run: nothing written)" if summary["dry_run"] else ""
     log.info("%s%s:\n%s", title, note, format_table(summary))
-    if summary["failed_spaces"]:
-        problems = [
-            *problems,
-            f"{len(summary['failed_spaces'])} space(s) failed: {', '.join(summary['failed_spaces'])}",
-        ]
+    failed = [s for s in summary["failed_spaces"] if s not in tolerated]
+    if failed:
+        problems = [*problems, f"{len(failed)} space(s) failed: {', '.join(failed)}"]
     if problems:
         context["ti"].xcom_push(key="summary", value=summary)
         raise AirflowFailException("; ".join(problems) + ". Clear the failed tasks (with downstream) to retry them.")

@@ -40,7 +40,8 @@ def test_share_tasks_and_edges(share_dag):
         "wait_for_workers": ["get_spaces", "terraform_apply"],
         "spaces_to_share": ["get_spaces"],
         "share_to_space": ["spaces_to_share", "wait_for_workers"],
-        "summarize": ["get_spaces", "share_to_space", "wait_for_workers"],
+        # the spaces the shares were mapped over reach the summary by wiring: every index counts
+        "summarize": ["get_spaces", "share_to_space", "spaces_to_share", "wait_for_workers"],
     }
 
 
@@ -76,7 +77,11 @@ def test_share_schedule_and_retries(share_dag):
 
 def test_retire_tasks_and_edges(retire_dag):
     upstream = {t.task_id: sorted(t.upstream_task_ids) for t in retire_dag.tasks}
-    assert upstream["retire_initial"] == ["get_fleets", "initial_spaces", "retire_copies"]
+    # drain first: every record disabled, no step holding any, before anything is deleted or destroyed
+    assert upstream["disable_records"] == ["drain_spaces", "get_fleets"]
+    assert upstream["wait_for_drain"] == ["disable_records"]
+    assert upstream["retire_copies"] == ["copy_spaces", "get_fleets", "wait_for_drain"]
+    assert upstream["retire_initial"] == ["get_fleets", "initial_spaces", "retire_copies", "wait_for_drain"]
     assert upstream["terraform_destroy"] == ["get_spaces", "retire_initial"]
     assert upstream["summarize"] == ["get_spaces", "terraform_destroy"]
     assert retire_dag.schedule is None

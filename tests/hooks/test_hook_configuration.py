@@ -135,6 +135,23 @@ class TestOctopusHookConnectionParsing:
         assert "max_attempts" not in headers
         assert headers["X-Trace"] == "yes"
 
+    def test_the_evidence_secret_seals_when_set_and_is_never_sent(self, monkeypatch):
+        from octopus.ledger import Signer
+
+        set_conn(monkeypatch, extra={"evidence_secret": "kept-apart-0123456789"})
+        hook = OctopusHook()
+        assert "evidence_secret" not in hook.get_conn().headers
+        assert all("kept-apart" not in str(v) for v in hook.get_conn().headers.values())
+        sealed = hook.evidence_signer().seal("owned", "t", "local", "A" * 40)
+        assert sealed == Signer("kept-apart-0123456789").seal("owned", "t", "local", "A" * 40)
+        assert sealed != Signer(KEY).seal("owned", "t", "local", "A" * 40)
+
+    def test_without_an_evidence_secret_the_api_key_seals(self, monkeypatch):
+        from octopus.ledger import Signer
+
+        set_conn(monkeypatch)
+        assert OctopusHook().evidence_signer().seal("x") == Signer(KEY).seal("x")
+
     def test_verify_defaults_to_true(self, monkeypatch):
         set_conn(monkeypatch)
         assert OctopusHook().get_conn().verify is True

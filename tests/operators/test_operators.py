@@ -19,6 +19,7 @@ from octopus.operators import (
     terraform_env,
 )
 from tests.conftest import ROOT
+from tests.operators.support import leased_store, task_context
 
 PLAN = {
     "cloud": "aws",
@@ -130,9 +131,10 @@ def worker_env(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("cloud", CLOUDS)
 def test_terraform_gets_no_airflow_secret_and_the_key_only_for_local(worker_env, cloud):
-    op = TerraformFleetOperator(task_id="t", fleet_plan={**PLAN, "cloud": cloud})
+    plan, context = {**PLAN, "cloud": cloud}, task_context()
+    op = TerraformFleetOperator(task_id="t", fleet_plan=plan, ledger_store=leased_store(plan, context))
     with pytest.raises(AirflowException, match="non-zero exit code 3"):
-        op.execute({})
+        op.execute(context)
     env = read_dump(worker_env)
 
     assert not [n for n in env if n.startswith("AIRFLOW") and not n.startswith("AIRFLOW_CTX_")]
@@ -191,10 +193,11 @@ def test_local_state_on_a_multi_worker_executor_is_refused_before_init(
     monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", executor)
     for name, value in extra.items():
         monkeypatch.setenv(name, value)
-    op = TerraformFleetOperator(task_id="t", fleet_plan={**PLAN, "cloud": "local"})
+    plan, context = {**PLAN, "cloud": "local"}, task_context()
+    op = TerraformFleetOperator(task_id="t", fleet_plan=plan, ledger_store=leased_store(plan, context))
     if refused:
         with pytest.raises(AirflowFailException) as caught:
-            op.execute({})
+            op.execute(context)
         message = str(caught.value)
         for setting in (
             "OCTOPUS_TF_BACKEND_LOCAL",
@@ -205,7 +208,7 @@ def test_local_state_on_a_multi_worker_executor_is_refused_before_init(
         assert not worker_env.exists(), "terraform ran although the state is not shared"
     else:
         with pytest.raises(AirflowException, match="non-zero exit code 3"):
-            op.execute({})
+            op.execute(context)
         assert worker_env.exists()
 
 
@@ -214,3 +217,15 @@ def test_shared_state_check_reads_only_airflow_config(monkeypatch):
     check_state_is_shared("aws", {"OCTOPUS_TF_BACKEND_AWS": "s3"})
     with pytest.raises(AirflowFailException, match="OCTOPUS_TF_BACKEND_AWS"):
         check_state_is_shared("aws", {})
+
+
+def test_a_task_of_a_run_that_does_not_hold_the_deployment_never_runs_terraform(worker_env, monkeypatch):
+    from octopus import tasks
+
+    monkeypatch.setattr(tasks, "run_state", lambda dag_id, run_id: "running")
+    plan, holder = {**PLAN, "cloud": "local"}, task_context(run_id="scheduled__2026-12-07")
+    store = leased_store(plan, holder)
+    op = TerraformFleetOperator(task_id="t", fleet_plan=plan, ledger_store=store)
+    with pytest.raises(AirflowFailException, match="held by run 'scheduled__2026-12-07'"):
+        op.execute(task_context(run_id="manual__2026-12-06"))
+    assert not worker_env.exists(), "terraform ran without the deployment's lease"

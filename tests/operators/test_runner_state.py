@@ -17,6 +17,7 @@ from octopus_emulator.scenario import make_scenario
 from tests.conftest import ROOT
 from tests.dags.harness import LOCAL_POOL, configure_local_cloud, stop_local_tentacles
 from tests.distributed.services import PostgresCluster, missing_services
+from tests.operators.support import leased_store, task_context
 
 pytestmark = pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
 
@@ -37,8 +38,14 @@ def plan(emulator, prefix: str, count: int) -> dict:
 
 
 def run(emulator, prefix: str, count: int = 1, *, destroy: bool = False) -> dict:
-    op = TerraformFleetOperator(task_id="terraform_apply", fleet_plan=plan(emulator, prefix, count), destroy=destroy)
-    return op.execute({})
+    fleet_plan, context = plan(emulator, prefix, count), task_context()
+    op = TerraformFleetOperator(
+        task_id="terraform_apply",
+        fleet_plan=fleet_plan,
+        destroy=destroy,
+        ledger_store=leased_store(fleet_plan, context),
+    )
+    return op.execute(context)
 
 
 def worker_names(emulator) -> list[str]:

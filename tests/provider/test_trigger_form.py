@@ -24,9 +24,15 @@ SHARE_DEFAULTS = {
     "wait_mode": "reschedule",
     "name_prefix": "octopus-shared",
     "initial_space": "",
+    "adopt": [],
 }
 RETIRE_DEFAULTS = {k: SHARE_DEFAULTS[k] for k in ("clouds", "worker_pool_name", "dry_run", "name_prefix")} | {
-    "initial_space": ""
+    "initial_space": "",
+    "forget_spaces": [],
+    "drain_timeout_minutes": 60,
+    "force_drain": False,
+    "stale_lease_minutes": 15,
+    "poll_interval_seconds": 30,
 }
 
 
@@ -149,12 +155,13 @@ class TestWidgets:
             "prune_stale": "switch",
             "registration_timeout_minutes": "number",
             "poll_interval_seconds": "number",
+            "adopt": "lines textarea",  # one thumbprint per line, from a dry run's summary
             "wait_mode": "dropdown",
         }
 
     def test_only_fields_that_may_stay_empty_are_unstarred(self):
         unstarred = {name for name, p in SHARE_PARAMS.items() if not starred(p.schema)}
-        assert unstarred == {"target_spaces", "initial_space"}
+        assert unstarred == {"target_spaces", "initial_space", "adopt"}
 
     def test_wait_mode_labels_cover_its_values(self):
         schema = SHARE_PARAMS["wait_mode"].schema

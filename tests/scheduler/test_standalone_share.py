@@ -335,7 +335,8 @@ def test_a_cleared_share_task_of_an_older_run_refuses_to_replay_its_fleet(failed
         params={"map_index": ti["map_index"], "full_content": "true"},
     )
     text = str(log)
-    assert "older than the current one" in text and "refusing to replay" in text
+    # A later run claimed the deployment since: the older run's task refuses before its first write.
+    assert "was claimed by a newer run" in text and "writes nothing" in text
 
 
 def test_a_retire_triggered_mid_share_waits_for_the_share_to_finish(failed_run, standalone, emulator_process):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from types import SimpleNamespace
 
@@ -46,6 +47,11 @@ def seeded(emulator, monkeypatch):
     return {**FLEET_PLAN, "initial_space": {**FLEET_PLAN["initial_space"], "pool_id": pool_id}}
 
 
+def seeded_key(_plan):
+    """The API key of the connection the ``seeded`` fixture configures: what seals the evidence."""
+    return json.loads(os.environ["AIRFLOW_CONN_OCTOPUS_DEFAULT"])["password"]
+
+
 def sensor(plan, store=None, **kwargs):
     kwargs.setdefault("terraform_output", inventory("t-local-1", "t-local-2"))
     return OctopusWorkersRegisteredSensor(
@@ -74,9 +80,11 @@ class TestSensor:
         assert set(worker) == {"name", "thumbprint", "uri"} and worker["uri"].startswith("poll://")
         assert fleet["generation"] == 1 and fleet["space_id"] == "Spaces-1" and fleet["cloud"] == "local"
         doc = ledger.load(store, "t", "local")
-        assert doc["owned"] == [{"name": "t-local-1", "thumbprint": worker["thumbprint"]}]
-        assert doc["fleet"]["workers"][0]["instance_id"] == "id-t-local-1"
-        assert fleet["owned"] == doc["owned"]
+        evidence = ledger.verified(doc, ledger.Signer(seeded_key(seeded)))
+        assert [(o["name"], o["thumbprint"]) for o in evidence["owned"]] == [("t-local-1", worker["thumbprint"])]
+        assert evidence["fleet"]["workers"][0]["instance_id"] == "id-t-local-1"
+        assert doc["spaces"] == {"Spaces-1": {"name": "Space 001", "pool_id": seeded["initial_space"]["pool_id"]}}
+        assert "owned" not in fleet  # the shares read the evidence from the sealed ledger, never from XCom
 
     def test_zero_instances_is_an_empty_fleet_at_once(self, seeded):
         task = sensor({**seeded, "instance_count": 0}, terraform_output=inventory())

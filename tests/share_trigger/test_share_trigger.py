@@ -60,13 +60,33 @@ def _trigger(space, fleets, **run: Any) -> OctopusShareSpaceTrigger:
     return OctopusShareSpaceTrigger(space=space, fleets=fleets, run_settings={**RUN, **run})
 
 
+ME = {"dag_id": RUN["dag_id"], "run_id": RUN["run_id"], "task": "claim_deployment[-1]"}
+OTHER = {"dag_id": "retire_octopus_workers", "run_id": "manual__other", "task": "claim_deployment[-1]"}
+RUNNING = staticmethod(lambda dag_id, run_id: "running")
+
+
 @pytest.fixture
-def ledger_store(monkeypatch):
-    """The trigger's fences read this in-memory ledger (the triggerer reads Airflow Variables instead)."""
+def ledger_store(octopus, monkeypatch):
+    """The trigger's fences read this in-memory ledger (the triggerer reads Airflow Variables instead).
+
+    Run ``RUN`` holds the deployment and registered the fleet of :func:`upstream` (generation 1), sealed with the
+    connection's key; the stale copy ``OLD`` is owned too.
+    """
     store = ledger.MemoryStore()
     monkeypatch.setattr(OctopusShareSpaceTrigger, "store_factory", lambda: store)
-    monkeypatch.setattr(OctopusShareSpaceTrigger, "run_state", staticmethod(lambda dag_id, run_id: "running"))
+    monkeypatch.setattr(OctopusShareSpaceTrigger, "run_state", RUNNING)
+    assert ledger.claim(store, PREFIX, ["local"], ME, RUNNING) is None
+    _, fleet = upstream()
+    signer = ledger.Signer(octopus.api_key)
+    doc = ledger.record_fleet(ledger.load(store, PREFIX, "local"), fleet["workers"], ME, signer)
+    doc = ledger.adopt(doc, [o for o in fleet["owned"] if o["name"] == OLD], signer)
+    ledger.save(store, doc)
     return store
+
+
+def _taken_by_another_run(store) -> None:
+    ledger.release(store, PREFIX, ["local"], ME)
+    assert ledger.claim(store, PREFIX, ["local"], OTHER, RUNNING) is None
 
 
 def test_async_share_leaves_octopus_exactly_as_the_sync_share(octopus):
@@ -136,7 +156,7 @@ def test_trigger_accepts_the_json_the_triggerer_renders(octopus, ledger_store):
 
 def test_fence_refuses_an_older_fleet_before_any_request(octopus, ledger_store):
     visits, fleet = upstream(generation=1)
-    doc = ledger.empty(PREFIX, "local")
+    doc = ledger.load(ledger_store, PREFIX, "local")
     doc["fleet"] = {"generation": 2, "dag_id": RUN["dag_id"], "run_id": "scheduled__newer", "workers": []}
     ledger.save(ledger_store, doc)
     octopus.control.clear_requests()
@@ -149,9 +169,7 @@ def test_fence_refuses_an_older_fleet_before_any_request(octopus, ledger_store):
 
 def test_fence_refuses_while_another_run_holds_the_lease(octopus, ledger_store):
     visits, fleet = upstream()
-    doc = ledger.empty(PREFIX, "local")
-    doc["lease"] = {"dag_id": "retire_octopus_workers", "run_id": "manual__other", "since": 0.0}
-    ledger.save(ledger_store, doc)
+    _taken_by_another_run(ledger_store)
     octopus.control.clear_requests()
     [event] = _events(_trigger(visits[1], [fleet]))
     assert event.payload["status"] == "failed"
@@ -396,13 +414,11 @@ def test_fences_read_the_ledger_again_for_a_trigger_that_asks_after_a_read_ended
 
     async def one_after_another():
         [[first]] = await _run_all([_trigger(visits[1], [fleet])])
-        doc = ledger.empty(PREFIX, "local")
-        doc["lease"] = {"dag_id": "retire_octopus_workers", "run_id": "manual__other", "since": 0.0}
-        ledger.save(ledger_store, doc)
+        _taken_by_another_run(ledger_store)
         [[second]] = await _run_all([_trigger(visits[2], [fleet])])
         return first, second
 
     first, second = asyncio.run(one_after_another())
     assert isinstance(first, TaskSuccessEvent)
     assert second.payload["status"] == "failed" and "retire_octopus_workers" in second.payload["message"]
-    assert loads == [ledger.ledger_key(PREFIX, "local")] * 2
+    assert loads.count(ledger.ledger_key(PREFIX, "local")) == 2  # one fence each: the second read afresh

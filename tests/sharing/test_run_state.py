@@ -21,9 +21,9 @@ def test_a_running_holder_keeps_its_lease(monkeypatch):
     )
     store = ledger.MemoryStore()
     holder = {"dag_id": "share_octopus_workers", "run_id": "scheduled__1"}
-    assert ledger.claim(store, "t", ["local"], holder, tasks.run_state, settle=0) is None
+    assert ledger.claim(store, "t", ["local"], holder, tasks.run_state) is None
     met = ledger.claim(
-        store, "t", ["local"], {"dag_id": "share_octopus_workers", "run_id": "backfill__2"}, tasks.run_state, settle=0
+        store, "t", ["local"], {"dag_id": "share_octopus_workers", "run_id": "backfill__2"}, tasks.run_state
     )
     assert met and "scheduled__1" in met
 

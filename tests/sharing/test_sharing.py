@@ -11,7 +11,7 @@ from octopus.sharing import (
     SharingError,
     SpaceAccessError,
     choose_initial_space,
-    compact_owned,
+    compact_evidence,
     format_table,
     plan_fleets,
     plan_retire,
@@ -502,6 +502,50 @@ def inst(n, iid=None):
     return {"name": f"octo-local-{n}", "id": iid or f"id-{n}"}
 
 
+def lost(instances, *, before, kept=None, owned=()):
+    """The spec of a wait whose ledger records no fleet (first use, or the ledger was lost)."""
+    return {
+        **spec(instances),
+        "previous": None,
+        "registered_before": before,
+        "instances_before": kept,
+        "owned": list(owned),
+    }
+
+
+class TestRegistrationWithoutALedger:
+    """A lost ledger never leads to sharing a replaced instance's old endpoint (issue 17, point 3)."""
+
+    def test_an_instance_this_apply_created_must_register_again(self):
+        status = registration_status(
+            [record("octo-local-1", OLD)], lost([inst(1, "vm-new")], before={"octo-local-1": OLD})
+        )
+        assert status["done"] is False
+        assert status["seen"]["waiting"] == ["octo-local-1"]
+        assert "registered before this run's apply" in status["seen"]["ignored"][0]["why"]
+
+    def test_its_new_registration_counts(self):
+        status = registration_status(
+            [record("octo-local-1", TP1)], lost([inst(1, "vm-new")], before={"octo-local-1": OLD})
+        )
+        assert [w["thumbprint"] for w in status["seen"]["workers"]] == [TP1]
+
+    def test_an_instance_the_apply_kept_counts_as_registered(self):
+        kept = [inst(1, "vm-1")]
+        status = registration_status([record("octo-local-1", TP1)], lost(kept, before={"octo-local-1": TP1}, kept=kept))
+        assert status["done"] is True
+
+    def test_an_adopted_endpoint_counts(self):
+        status = registration_status(
+            [record("octo-local-1", TP1)], lost([inst(1, "vm-new")], before={"octo-local-1": TP1}, owned=[TP1])
+        )
+        assert status["done"] is True
+
+    def test_a_first_use_with_no_record_before_is_unaffected(self):
+        status = registration_status([record("octo-local-1", TP1)], lost([inst(1)], before={}))
+        assert status["done"] is True
+
+
 class TestRegistrationStatus:
     def test_counts_exactly_the_inventory_names(self):
         records = [record("octo-local-1", TP1), record("octo-local-10", TP2)]
@@ -644,35 +688,40 @@ class TestPlanSpaceCopies:
         assert action["worker"]["Endpoint"]["Uri"] == W1["uri"]
         assert action["worker"]["WorkerPoolIds"] == [AWS_POOL]
 
-    def test_our_same_named_stale_copy_without_prune_is_an_error(self):
+    def test_our_same_named_stale_copy_without_prune_is_a_clash(self):
         existing = [worker(1, "octo-aws-1", OLD, [AWS_POOL])]
         owned = ({"name": "octo-aws-1", "thumbprint": OLD},)
         plan = plan_space(COPY, {"aws": fleet(workers=(W1,), owned=owned)}, existing, prune=False)
         assert plan["actions"] == []
-        assert "enable prune_stale" in plan["errors"]["aws"][0]
+        assert "enable prune_stale" in plan["clashes"]["aws"][0]
 
-    def test_foreign_record_holding_the_name_is_an_error_with_no_write(self):
+    def test_foreign_record_holding_the_name_is_a_clash_with_no_write(self):
         existing = [worker(7, "octo-aws-1", FOREIGN, [OTHER_POOL])]
         plan = plan_space(COPY, {"aws": ONE}, existing, prune=True)
         assert plan["actions"] == []
-        (message,) = plan["errors"]["aws"]
-        assert "'octo-aws-1' is taken by Workers-7" in message
-        assert "did not make" in message
+        (message,) = plan["clashes"]["aws"]
+        assert "'octo-aws-1' is taken in space Team by Workers-7" in message
+        assert "did not make" in message and "Rename or remove that machine" in message
 
     def test_foreign_record_holding_the_name_in_the_pool_is_not_re_pointed(self):
         existing = [worker(7, "octo-aws-1", FOREIGN, [AWS_POOL], health="Unavailable")]
         plan = plan_space(COPY, {"aws": ONE}, existing, prune=True)
         assert plan["actions"] == []
-        assert plan["errors"]["aws"]
+        assert plan["clashes"]["aws"]
         assert plan["foreign"] == {"aws": ["octo-aws-1"]}
 
-    def test_foreign_record_holding_the_thumbprint_is_an_error_with_no_write(self):
-        existing = [worker(7, "builder", TP1, [AWS_POOL])]
+    def test_a_copy_renamed_by_a_space_admin_is_still_ours_and_left_as_named(self):
+        existing = [worker(7, "builder", TP1, [AWS_POOL], uri=W1["uri"])]
         plan = plan_space(COPY, {"aws": ONE}, existing, prune=True)
         assert plan["actions"] == []
-        (message,) = plan["errors"]["aws"]
-        assert "its thumbprint is registered" in message and "'builder'" in message
-        assert plan["foreign"] == {"aws": ["builder"]}
+        assert plan["present"] == {"aws": 1}
+        assert plan["foreign"] == {}
+        assert "renamed to 'builder'" in plan["notes"]["aws"][0]
+
+    def test_a_renamed_stale_copy_is_still_pruned(self):
+        existing = [worker(7, "renamed-by-admin", OLD, [AWS_POOL], health="Unavailable")]
+        plan = plan_space(COPY, {"aws": fleet(workers=(W1,))}, existing, prune=True)
+        assert ("delete", "pruned", "renamed-by-admin") in ops(plan)
 
     def test_cloud_without_fleet_is_not_run(self):
         plan = plan_space(COPY, {}, [worker(3, "x", OLD, [AWS_POOL])], prune=True)
@@ -680,9 +729,13 @@ class TestPlanSpaceCopies:
             "actions": [],
             "present": {},
             "errors": {},
+            "clashes": {},
+            "notes": {},
             "not_run": ["aws"],
             "foreign": {},
             "owned_remaining": {},
+            "ours_left": {},
+            "adoptable": {},
         }
 
 
@@ -935,37 +988,70 @@ class TestPlanRetire:
     def test_empty_ledger_removes_nothing(self):
         existing = [worker(1, "octo-aws-1", TP1, [AWS_POOL])]
         plan = plan_retire(COPY, {"aws": {"cloud": "aws", "workers": [], "owned": []}}, existing)
-        assert plan == {"actions": [], "foreign": {"aws": ["octo-aws-1"]}}
+        assert plan == {
+            "actions": [],
+            "foreign": {"aws": ["octo-aws-1"]},
+            "ours_left": {"aws": 0},
+            "notes": {"aws": []},
+        }
 
     def test_cloud_without_fleet_is_skipped(self):
         plan = plan_retire(COPY, {}, [worker(1, "octo-aws-1", TP1, [AWS_POOL])])
-        assert plan == {"actions": [], "foreign": {}}
+        assert (plan["actions"], plan["foreign"]) == ([], {})
 
 
 # --------------------------------------------------------------------------- summary and ledger upkeep
 
 
-class TestCompactOwned:
-    def test_current_fleet_plus_remaining_records_of_this_cloud(self):
-        results = [
-            {"owned_remaining": {"aws": [{"name": "octo-aws-old", "thumbprint": OLD}]}},
-            None,
-            {"owned_remaining": {"gcp": [{"name": "octo-gcp-old", "thumbprint": TP3}]}},
-            {
-                "owned_remaining": {
-                    "aws": [{"name": "octo-aws-old", "thumbprint": OLD}, {"name": "octo-aws-1", "thumbprint": TP1}]
-                }
-            },
-            {},
-        ]
-        assert compact_owned(FLEET, results, "aws") == [
-            {"name": "octo-aws-1", "thumbprint": TP1},
-            {"name": "octo-aws-2", "thumbprint": TP2},
-            {"name": "octo-aws-old", "thumbprint": OLD},
-        ]
+def read_result(space_id, ours_left=0, remaining=(), cloud="aws"):
+    """A space's result whose read of the whole space succeeded."""
+    return {
+        "space_id": space_id,
+        "space_name": space_id,
+        "owned_remaining": {cloud: [dict(r) for r in remaining]} if remaining else {},
+        "clouds": {cloud: {"read": True, "ours_left": ours_left}},
+    }
 
-    def test_forgets_records_no_space_holds(self):
-        assert compact_owned({"workers": []}, [{"owned_remaining": {}}], "aws") == []
+
+class TestCompactEvidence:
+    """The evidence forgets only what a read that could have seen it found gone (issue 17, point 2)."""
+
+    RECORDED = {"Spaces-1": {"name": "A"}, "Spaces-2": {"name": "B"}, "Spaces-3": {"name": "C"}}
+    OWNED = [{"thumbprint": TP1}, {"thumbprint": TP2}, {"thumbprint": OLD}]
+
+    def test_every_space_read_and_the_old_endpoint_gone_forgets_it(self):
+        results = [read_result("Spaces-1", 2), read_result("Spaces-2", 2), read_result("Spaces-3", 2)]
+        gone, spaces = compact_evidence("aws", [W1, W2], self.OWNED, self.RECORDED, results)
+        assert (gone, spaces) == ([OLD], [])
+
+    def test_an_old_endpoint_still_held_somewhere_is_kept(self):
+        stale = {"name": "octo-aws-old", "thumbprint": OLD}
+        results = [read_result("Spaces-1", 2), read_result("Spaces-2", 3, [stale]), read_result("Spaces-3", 2)]
+        assert compact_evidence("aws", [W1, W2], self.OWNED, self.RECORDED, results) == ([], [])
+
+    @pytest.mark.parametrize(
+        "missing",
+        [
+            None,  # the index failed before pushing a result
+            {"space_id": "Spaces-3", "space_name": "C", "clouds": {"aws": {"failed": 1, "errors": ["403"]}}},
+            read_result("Spaces-3", cloud="gcp"),  # another cloud's read says nothing of this one
+        ],
+        ids=["no-result", "read-failed", "other-cloud"],
+    )
+    def test_a_space_not_read_keeps_every_old_endpoint(self, missing):
+        results = [read_result("Spaces-1", 2), read_result("Spaces-2", 2), missing]
+        gone, spaces = compact_evidence("aws", [W1, W2], self.OWNED, self.RECORDED, results)
+        assert gone == []
+        assert "Spaces-3" not in spaces
+
+    def test_a_space_read_with_nothing_of_ours_left_is_forgotten(self):
+        results = [read_result("Spaces-1", 2), read_result("Spaces-2", 0), read_result("Spaces-3", 2)]
+        assert compact_evidence("aws", [W1, W2], self.OWNED, self.RECORDED, results) == ([OLD], ["Spaces-2"])
+
+    def test_the_current_fleet_is_never_forgotten(self):
+        results = [read_result(s, 0) for s in self.RECORDED]
+        gone, _ = compact_evidence("aws", [W1, W2], self.OWNED, self.RECORDED, results)
+        assert gone == [OLD]
 
 
 class TestSummary:
@@ -983,7 +1069,7 @@ class TestSummary:
 
     def test_missing_result_counts_as_failed(self):
         results = [{"space_id": "Spaces-2", "space_name": "B", "clouds": {"aws": {"added": 2, "failed": 0}}}]
-        summary = summarize(results, self.plans)
+        summary = summarize(results, spaces_to_visit(self.plans, include_initial=False))
         assert summary["failed_spaces"] == ["C"]
         assert summary["totals"]["added"] == 2
         table = format_table(summary)
@@ -1000,7 +1086,29 @@ class TestSummary:
             },
             {"space_id": "Spaces-3", "space_name": "C", "clouds": {"aws": {"present": 2}}},
         ]
-        summary = summarize(results, self.plans)
+        summary = summarize(results, spaces_to_visit(self.plans, include_initial=False))
         assert summary["foreign"] == {"B": ["builder", "laptop"]}
         assert summary["totals"]["foreign"] == 2
         assert "B (Spaces-2) | present 2, foreign 2" in format_table(summary)
+
+    def test_a_failed_initial_space_index_counts_as_failed(self):
+        results = [
+            {"space_id": "Spaces-2", "space_name": "B", "clouds": {"aws": {"present": 2}}},
+            {"space_id": "Spaces-3", "space_name": "C", "clouds": {"aws": {"present": 2}}},
+        ]
+        summary = summarize(results, spaces_to_visit(self.plans, include_initial=True))
+        assert summary["failed_spaces"] == ["A"]
+
+    def test_a_space_failed_only_by_a_foreign_name_clash_is_blocked(self):
+        clash = "the name 'octo-aws-1' is taken in space B by Workers-9"
+        results = [
+            {
+                "space_id": "Spaces-2",
+                "space_name": "B",
+                "clouds": {"aws": {"failed": 1, "errors": [], "clashes": [clash]}},
+            },
+            {"space_id": "Spaces-3", "space_name": "C", "clouds": {"aws": {"failed": 1, "errors": ["500"]}}},
+        ]
+        summary = summarize(results, spaces_to_visit(self.plans, include_initial=False))
+        assert summary["failed_spaces"] == ["B", "C"]
+        assert summary["blocked_spaces"] == {"B": [clash]}

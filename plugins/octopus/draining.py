@@ -1,0 +1,124 @@
+"""Draining: take a worker out of service without killing a deployment step (pure decisions, no I/O).
+
+Octopus never makes a step wait for a worker, and a step whose worker vanishes fails. So whatever removes one of
+our workers first **disables** its records (no new step is given to it, where Octopus honours that), then waits
+until **no lease in any space holds it** — read twice, a poll apart — and only then deletes the records and
+removes the instance. A worker shared into N spaces is N records: it is busy while any of them holds a lease.
+
+Stale leases exist (they survive some cancelled tasks until a server restart): a lease whose server task has
+completed and that was taken longer ago than a threshold is *stale* — reported, never waited on forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any, TypedDict
+
+#: A lease whose task has completed is stale once it is this old (its task could still be finishing before).
+DEFAULT_STALE_AFTER_SECONDS = 15 * 60
+#: How long a drain waits for the steps on a worker to end before it fails (the ``drain_timeout_minutes`` param).
+DEFAULT_DRAIN_TIMEOUT_MINUTES = 60
+#: Seconds between the two reads that must both find no lease.
+DEFAULT_SETTLE_SECONDS = 5.0
+
+
+class DrainRecord(TypedDict):
+    """One record of ours being taken out of service, as ``disable_records`` leaves it."""
+
+    space_id: str
+    space_name: str
+    id: str
+    name: str
+    thumbprint: str
+    cloud: str
+
+
+class Hold(TypedDict):
+    """A lease that holds one of the records being drained."""
+
+    space_id: str
+    worker_id: str
+    worker: str
+    task: str
+    taken_at: str
+    stale: bool
+
+
+def parse_octopus_date(value: str | None) -> datetime | None:
+    """Octopus dates (``2026-12-06T01:10:26.736+00:00``) as aware datetimes; ``None`` when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def holds(
+    leases_by_space: Mapping[str, Sequence[Mapping[str, Any]]],
+    records: Iterable[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """The leases (with the record they hold) that hold any of ``records`` (``{"space_id", "id", "name"}``)."""
+    by_key = {(r["space_id"], r["id"]): r for r in records}
+    found = []
+    for space_id, leases in leases_by_space.items():
+        for lease in leases:
+            record = by_key.get((space_id, lease.get("WorkerId")))
+            if record is not None:
+                found.append({"lease": dict(lease), "record": dict(record)})
+    return found
+
+
+def classify(
+    held: Sequence[Mapping[str, Any]],
+    tasks: Mapping[str, Mapping[str, Any]],
+    *,
+    now: datetime,
+    stale_after: float = DEFAULT_STALE_AFTER_SECONDS,
+) -> list[Hold]:
+    """Each hold, stale or not: stale when its task has completed and the lease is older than ``stale_after``.
+
+    A lease whose task could not be read, or whose age is unknown, is never stale: the drain waits for it.
+    """
+    result: list[Hold] = []
+    for item in held:
+        lease, record = item["lease"], item["record"]
+        task = tasks.get(lease.get("ServerTaskId") or "") or {}
+        taken = parse_octopus_date(lease.get("TakenAt"))
+        old = taken is not None and (now - taken).total_seconds() >= stale_after
+        result.append(
+            {
+                "space_id": record["space_id"],
+                "worker_id": record["id"],
+                "worker": record.get("name") or record["id"],
+                "task": lease.get("ServerTaskId") or "?",
+                "taken_at": lease.get("TakenAt") or "",
+                "stale": bool(task.get("IsCompleted")) and old,
+            }
+        )
+    return result
+
+
+def describe_holds(holds_: Sequence[Hold], spaces: Mapping[str, str] | None = None) -> str:
+    """One line per hold, for the log and for a timeout's message."""
+    spaces = spaces or {}
+    lines = []
+    for hold in sorted(holds_, key=lambda h: (h["worker"], h["space_id"], h["task"])):
+        where = spaces.get(hold["space_id"], hold["space_id"])
+        kind = "STALE lease (its task has completed)" if hold["stale"] else "running"
+        lines.append(f"{hold['worker']} in {where}: {hold['task']} since {hold['taken_at'] or '?'} ({kind})")
+    return "; ".join(lines)
+
+
+def drain_verdict(first: Sequence[Hold], second: Sequence[Hold] | None) -> str:
+    """``"busy"`` while a non-stale lease holds a record; ``"settling"`` after one clear read; ``"drained"``
+    once two reads a poll apart both found none (stale leases do not count)."""
+    if any(not h["stale"] for h in first):
+        return "busy"
+    if second is None:
+        return "settling"
+    if any(not h["stale"] for h in second):
+        return "busy"
+    return "drained"

@@ -1,0 +1,142 @@
+"""No deployment step killed: a retire drains every worker first (issue 19), end to end.
+
+The real retire DAG under ``dag.test()`` against the emulator's lease model (simulated deployment steps that lease
+a worker of a pool and run on its simulated Tentacle) and the local Terraform cloud. Steps run throughout; every
+test ends with the emulator's step counters: none killed, none failed for want of a worker.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from octopus_emulator.scenario import make_scenario, make_worker
+from tests.dags.harness import LOCAL_POOL, ledgers, local_conf, run_dag, xcom_value
+
+pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore")]
+
+SPACES = ("Space 001", "Space 002", "Space 003")
+
+
+def retire_conf(**overrides):
+    return {"clouds": ["local"], "name_prefix": "t", "poll_interval_seconds": 1, **overrides}
+
+
+def scenario():
+    """Three spaces; each pool also holds another team's healthy worker, where new steps go while ours drain."""
+    team = {i: [make_worker(f"team-{i}", [LOCAL_POOL], HealthStatus="Healthy")] for i in (1, 2, 3)}
+    return make_scenario(3, [LOCAL_POOL], workers=team)
+
+
+class Workload:
+    """Steps started in every space, every ``every`` seconds, each lasting ``duration``, until stopped."""
+
+    def __init__(self, control, *, duration=1.5, every=0.3):
+        self.control, self.duration, self.every = control, duration, every
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.wait(self.every):
+            for space in SPACES:
+                self.control.start_task(LOCAL_POOL, self.duration, space=space)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(10)
+
+
+def steps_on_our_workers(control):
+    return [t for t in control.tasks(running=True) if (t.get("worker_name") or "").startswith("t-local-")]
+
+
+def assert_no_step_harmed(control):
+    counters = control.wait_no_running_tasks(timeout=30)
+    assert counters["killed"] == 0, counters
+    assert counters["failed_no_worker"] == 0, counters
+    return counters
+
+
+@pytest.fixture
+def shared(local_cloud, emulator):
+    emulator.control.reset(scenario())
+    dag_run, states = run_dag("share_octopus_workers", local_conf())
+    assert str(dag_run.state) == "success", states
+    return emulator
+
+
+def test_a_retire_under_load_drains_every_worker_and_kills_no_step(shared):
+    control = shared.control
+    long_steps = [control.start_task(LOCAL_POOL, 4, space=space) for space in SPACES for _ in range(2)]
+    assert any((t.get("worker_name") or "").startswith("t-local-") for t in long_steps), long_steps
+    with Workload(control):
+        dag_run, states = run_dag("retire_octopus_workers", retire_conf())
+    assert str(dag_run.state) == "success", states
+    assert [w for w in control.state()["workers"] if w["Name"].startswith("t-local-")] == []
+    counters = assert_no_step_harmed(control)
+    assert counters["succeeded"] >= len(long_steps)
+    drained = xcom_value(dag_run, "wait_for_drain")
+    assert len(drained["records"]) == 6 and drained["forced"] is False
+    summary = xcom_value(dag_run, "summarize")
+    assert summary["drain"]["records"] == 6
+
+
+def test_a_lease_that_never_ends_times_out_leaving_the_worker_disabled_and_intact(shared):
+    control = shared.control
+    stuck = next(
+        t
+        for t in (control.start_task(LOCAL_POOL, None, space="Space 002") for _ in range(4))
+        if (t.get("worker_name") or "").startswith("t-local-")
+    )
+    dag_run, states = run_dag("retire_octopus_workers", retire_conf(drain_timeout_minutes=0.1))
+    assert str(dag_run.state) == "failed"
+    assert states["wait_for_drain"] == {"": "failed"}
+    assert set(states["terraform_destroy"].values()) == {"upstream_failed"}
+    ours = [w for w in control.state()["workers"] if w["Name"].startswith("t-local-")]
+    assert len(ours) == 6 and all(w["IsDisabled"] for w in ours)  # disabled, none deleted
+    assert control.task(stuck["id"])["state"] == "Executing"  # the step still runs: its worker is intact
+    assert ledgers()["octopus_workers.t.local"]["owned"]
+    control.complete_task(stuck["id"])
+    assert_no_step_harmed(control)
+
+
+@pytest.mark.parametrize("mode", ["no_new_leases", "still_leased"])
+def test_either_disabled_worker_behaviour_is_safe(shared, mode):
+    """Octopus does not document whether a disabled worker still gets new steps: the drain is safe either way."""
+    control = shared.control
+    control.set_lease_settings(disabled_worker_leases=mode)
+    with Workload(control, duration=2, every=0.2):
+        dag_run, states = run_dag("retire_octopus_workers", retire_conf(drain_timeout_minutes=0.15))
+    ours = [w for w in control.state()["workers"] if w["Name"].startswith("t-local-")]
+    if mode == "no_new_leases":
+        assert str(dag_run.state) == "success", states
+        assert ours == []
+    else:  # new steps keep landing on the disabled workers: the drain can only time out, removing nothing
+        assert states["wait_for_drain"] == {"": "failed"}
+        assert len(ours) == 6
+    assert_no_step_harmed(control)
+
+
+def test_a_stale_lease_is_reported_and_does_not_block_for_ever(shared):
+    control = shared.control
+    stale = control.inject_stale_lease("t-local-1", space="Space 003", state="Canceled", age_seconds=3600)
+    dag_run, states = run_dag("retire_octopus_workers", retire_conf(stale_lease_minutes=10))
+    assert states["wait_for_drain"] == {"": "success"}  # not waited on
+    drained = xcom_value(dag_run, "wait_for_drain")
+    assert [h["task"] for h in drained["stale"]] == [stale["task"]["id"]]
+    # Octopus refuses to delete a record a stale lease holds: it stays, disabled, until Octopus restarts
+    left = [w for w in control.state()["workers"] if w["Name"].startswith("t-local-")]
+    assert [(w["SpaceId"], w["IsDisabled"]) for w in left] == [("Spaces-3", True)]
+    assert str(dag_run.state) == "failed"  # not retired yet: named, kept in the ledger
+    assert "Spaces-3" in ledgers()["octopus_workers.t.local"]["spaces"]
+
+    control.server_restart()
+    dag_run, states = run_dag("retire_octopus_workers", retire_conf(stale_lease_minutes=10))
+    assert str(dag_run.state) == "success", states
+    assert [w for w in control.state()["workers"] if w["Name"].startswith("t-local-")] == []
+    assert_no_step_harmed(control)
