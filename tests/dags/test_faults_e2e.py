@@ -50,34 +50,51 @@ def wait_for(predicate, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+#: Seeded and scheduled per request (see ``octopus_emulator/faults.py``): whether the n-th request to a method and
+#: path fails does not depend on what runs concurrently, so every run meets the same faults (seed 2 gives 55 503s,
+#: 25 429s and 12 dropped connections with today's requests; discovery's 16 concurrent pool reads meet all three).
+#: A fault hits one request at most twice in a row and its next try passes, so two concurrent requests to the same
+#: path (a space's two POSTs) meet at most four counted failures between them: under the hook's six attempts (429s
+#: do not count). No timing decides anything: no token bucket, and the VMs are registered before the faults start.
+SCHEDULED_FAULTS = {
+    "seed": 2,
+    "fail_next": [
+        {"rate": 0.02, "drop": True},  # the connection reset, no answer
+        {"rate": 0.10, "status": 503},
+        {"rate": 0.02, "status": 503, "repeat": 2},  # twice in a row: the hook's second retry
+        # the rate limit bites where requests are dense, discovery's concurrent pool reads: 429 bursts
+        {"rate": 0.15, "status": 429, "retry_after": 1, "repeat": 2, "path_regex": "/workerpools/all$"},
+        {"rate": 0.01, "status": 429, "retry_after": 1},
+    ],
+}
+
+
 def test_hundred_spaces_absorb_503s_dropped_connections_and_429_bursts(local_cloud, emulator, capsys):
     emulator.control.reset(make_scenario(100, [LOCAL_POOL]))
-    # The VMs registered before the storm; the DAG's own traffic meets every fault.
     terraform_local("apply", server_url=emulator.url, space_name="Space 001", count=2, api_key=emulator.api_key)
+    # The VMs register before the storm; the DAG's own traffic meets every fault. terraform returns once the
+    # tentacles have started, not registered: their registration (which, like Tentacle's, retries only a
+    # starting server's GET /api) must not meet a fault, or a VM never registers and wait_for_workers times out.
+    wait_for(lambda: len(space_pool_members(emulator.control.state())["Space 001"]) == 2, 60, "2 registrations")
     emulator.control.clear_requests()
-    emulator.control.set_faults(
-        {
-            "seed": 6,
-            "error_rate": 0.10,
-            "drop_rate": 0.02,
-            "rate_limit": {"per_minute": 3000, "burst": 25},
-        }
-    )
+    emulator.control.set_faults(SCHEDULED_FAULTS)
 
     dag_run, states = run_dag("share_octopus_workers", local_conf())
 
     counters = emulator.control.counters()
     emulator.control.clear_faults()
     assert str(dag_run.state) == "success", states
-    faults = counters["faults"]
-    assert faults.get("error_rate", 0) > 0 and faults.get("drop", 0) > 0 and faults.get("rate_limit", 0) > 0, faults
+    statuses = counters["by_status"]
+    assert statuses.get("503", 0) > 0 and statuses.get("dropped", 0) > 0 and statuses.get("429", 0) > 0, statuses
+    routes = counters["by_route_status"]
+    pool_reads, creates = routes["GET /api/{space}/workerpools/all"], routes["POST /api/{space}/workers"]
+    assert {"503", "429", "dropped"} <= set(pool_reads), pool_reads  # discovery, 16 requests in flight
+    assert creates["201"] == 2 * 99 and set(creates) - {"201"}, creates  # writes met faults: no duplicate made
     assert_every_space_holds_exactly_the_fleet(emulator.control.state(), 100)
     with capsys.disabled():
-        absorbed = {k: v for k, v in faults.items() if k != "latency"}
-        print(
-            f"\n100-space run absorbed {sum(absorbed.values())} injected faults {absorbed} "
-            f"in {counters['total']} requests"
-        )
+        absorbed = {k: statuses[k] for k in ("503", "429", "dropped") if k in statuses}
+        total = counters["total"]
+        print(f"\n100-space run absorbed {sum(absorbed.values())} injected faults {absorbed} in {total} requests")
 
 
 def test_share_killed_midway_then_rerun_ends_exact_with_no_duplicates(emulator, octopus_connection, tmp_path):

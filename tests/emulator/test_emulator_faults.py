@@ -80,6 +80,47 @@ def test_fail_next_html_proxy_page_and_drop(emulator):
     assert get(emulator).status_code == 200
 
 
+def test_scheduled_fail_next_picks_the_same_requests_whatever_the_interleaving(emulator):
+    emulator.control.reset(make_scenario(4, "Pool"))
+    paths = [f"/api/Spaces-{i}/workers" for i in range(1, 5)]
+
+    def run(order):
+        emulator.control.set_faults({"seed": 3, "fail_next": [{"rate": 0.3, "status": 503}]})
+        outcomes = {path: [] for path in paths}
+        for path in order:
+            outcomes[path].append(get(emulator, path).status_code)
+        return outcomes
+
+    in_turn = run([p for _ in range(10) for p in paths])  # interleaved, like concurrent clients
+    one_by_one = run([p for p in reversed(paths) for _ in range(10)])
+    assert in_turn == one_by_one
+    statuses = [s for seq in in_turn.values() for s in seq]
+    assert {200, 503} == set(statuses)
+    assert emulator.control.faults()["fail_next"] == [{"rate": 0.3, "status": 503}]  # never consumed
+    emulator.control.set_faults({"seed": 4, "fail_next": [{"rate": 0.3, "status": 503}]})
+    assert [get(emulator, paths[0]).status_code for _ in range(10)] != in_turn[paths[0]]  # the seed decides
+
+
+def test_scheduled_fail_next_repeats_then_always_lets_the_retry_through(emulator):
+    emulator.control.set_faults({"fail_next": [{"rate": 1.0, "status": 429, "retry_after": 1, "repeat": 3}]})
+    responses = [get(emulator) for _ in range(8)]
+    assert [r.status_code for r in responses] == [429, 429, 429, 200, 429, 429, 429, 200]
+    assert responses[0].headers["Retry-After"] == "1"
+    assert get(emulator, "/api/Spaces-1/workers").status_code == 429  # each method and path has its own schedule
+
+    emulator.control.set_faults({"fail_next": [{"rate": 1.0, "drop": True, "method": "GET"}]})
+    session, outcomes = requests.Session(), []
+    for _ in range(4):
+        try:
+            outcomes.append(get(emulator, session=session).status_code)
+        except requests.ConnectionError:
+            outcomes.append("dropped")
+    assert outcomes == ["dropped", 200, "dropped", 200]
+    resp = requests.post(emulator.url + "/api/Spaces-1/workers", json={}, headers=emulator.headers(), timeout=10)
+    assert resp.status_code == 400  # method filter: the POST reaches the application
+    assert emulator.control.counters()["faults"]["drop"] == 2
+
+
 def test_forbidden_and_readonly_spaces(emulator):
     emulator.control.reset(make_scenario(3, "Pool"))
     emulator.control.set_faults({"forbidden_spaces": ["Spaces-2"], "readonly_spaces": ["Spaces-3"]})
@@ -148,6 +189,8 @@ def test_faults_do_not_touch_the_control_api(emulator):
 
 def test_bad_fault_configs_rejected(emulator):
     for cfg in ({"nope": 1}, {"drop_rate": 2}, {"fail_next": [{"status": 200}]}, {"rate_limit": {"burst": 1}},
-                {"fail_next": [{"path_regex": "("}]}):
+                {"fail_next": [{"path_regex": "("}]}, {"fail_next": [{"rate": 2}]},
+                {"fail_next": [{"rate": 0.1, "count": 2}]}, {"fail_next": [{"repeat": 2}]},
+                {"fail_next": [{"rate": 0.1, "repeat": 0}]}, {"fail_next": {"rate": 0.1}}):
         resp = requests.put(emulator.url + "/_emulator/faults", json=cfg, timeout=10)
         assert resp.status_code == 400 and "ErrorMessage" in resp.json(), cfg
