@@ -16,8 +16,19 @@
 #                                          any other backend uses the Terraform workspace <prefix>
 #   OCTOPUS_TF_BACKEND_CONFIG_<CLOUD>      file passed as -backend-config for a non-local backend
 #   OCTOPUS_TF_LOCK_TIMEOUT                how long to wait for the state lock (default 5m)
-# Out: Terraform's own output, then one last line of compact JSON (the task's XCom):
-#   {"cloud": ..., "action": ..., "changes": {"create": n, ...}, "outputs": {...}}  (sensitive outputs dropped)
+#   TF_VAR_remove_instances                JSON list of worker names the package removes in this run (drained
+#                                          first): the local module drops them itself; for aws, azure and gcp this
+#                                          script removes each through the cloud's API (remove-instance.sh, one less
+#                                          in the group each) before the plan, on apply only
+#   OCTOPUS_TF_ALLOW_UNNAMED_REMOVAL       true: let an apply lower a cloud group's size without named instances,
+#                                          or replace the group (the cloud picks; only for a fleet known to be idle)
+# The package picks every instance that leaves (include/terraform/README.md, "Who removes an instance"): for
+# aws, azure and gcp an apply is refused before anything changes when instance_count is lower than the fleet minus
+# the instances named, and after the plan when the plan would lower the group's size or replace the group.
+# Out: Terraform's own output, then one last line of compact JSON (the task's XCom), with "removed": the named
+# instances this run took out of the fleet ([] unless an apply removed some):
+#   {"cloud": ..., "action": ..., "changes": {"create": n, ...}, "instances_before": [...] | null,
+#    "outputs": {...}}  (sensitive outputs dropped; instances_before: the state's instances output before this run)
 set -euo pipefail
 
 die() { echo "terraform-fleet: $*" >&2; exit 1; }
@@ -178,12 +189,78 @@ echo "terraform-fleet: $TF_ACTION $CLOUD for deployment $prefix (backend $backen
 tf init "${init_args[@]}"
 [ "$backend" = local ] || select_workspace
 
+# ---- Named removal: the package picks every instance that leaves, never the cloud ----
+remove_json="${TF_VAR_remove_instances:-[]}"
+remove_lines="$("$PY" -c '
+import json, sys
+try:
+    names = json.loads(sys.argv[1])
+except ValueError:
+    names = None
+if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+    sys.exit(1)
+print("\n".join(dict.fromkeys(names)))' "$remove_json")" ||
+  die "TF_VAR_remove_instances must be a JSON list of worker names, e.g. [\"$name_prefix-1\"], not: $remove_json"
+remove_names=()
+[ -z "$remove_lines" ] || mapfile -t remove_names <<<"$remove_lines"
+allow_unnamed="$(printf '%s' "${OCTOPUS_TF_ALLOW_UNNAMED_REMOVAL:-false}" | tr '[:upper:]' '[:lower:]')"
+case "$allow_unnamed" in true|1|yes|on) allow_unnamed=true ;; *) allow_unnamed=false ;; esac
+
+# What the state says the fleet is now (nothing before the first apply): its size, where it is, and its names.
+state_outputs="$(terraform output -json 2>/dev/null)" || state_outputs='{}'
+state_summary="$(printf '%s' "$state_outputs" | "$PY" -c '
+import json, sys
+try:
+    out = {k: v.get("value") for k, v in (json.load(sys.stdin) or {}).items()}
+except ValueError:
+    out = {}
+names = [str(i.get("name")) for i in out.get("instances") or [] if isinstance(i, dict)]
+count = out.get("instance_count")
+print(str(count) if isinstance(count, int) else "-")
+print(out.get("fleet_id") or "-")
+print(len(set(names) & set(json.loads(sys.argv[1]))))
+print(json.dumps(names, separators=(",", ":")))' "$remove_json")"
+{ read -r state_count; read -r fleet_id; read -r named_in_fleet; read -r names_before; } <<<"$state_summary"
+removal='{"removed":[],"absent":[]}'
+
+if [ "$CLOUD" != local ] && [ "$TF_ACTION" = apply ]; then
+  target="${TF_VAR_instance_count:-0}"
+  if [ "$allow_unnamed" != true ] && [ "$state_count" != - ] && [[ "$target" =~ ^[0-9]+$ ]] &&
+    ((state_count - named_in_fleet > target)); then
+    die "refusing to lower the $CLOUD fleet of deployment $prefix from $state_count to $target instances with" \
+      "$named_in_fleet of them named: the cloud would pick which to remove, busy or not. Name the" \
+      "$((state_count - target)) instances the package has drained in remove_instances (TF_VAR_remove_instances)," \
+      "or set OCTOPUS_TF_ALLOW_UNNAMED_REMOVAL=true for a fleet known to be idle. Nothing was changed."
+  fi
+  if [ "${#remove_names[@]}" -gt 0 ]; then
+    if [ "$fleet_id" = - ]; then
+      echo "terraform-fleet: no $CLOUD fleet in the state yet, so none of ${remove_names[*]} is ours to remove" >&2
+    else
+      removal="$(CLOUD="$CLOUD" FLEET_ID="$fleet_id" NAME_PREFIX="$name_prefix" OCTOPUS_PYTHON="$PY" \
+        bash "$include_dir/remove-instance.sh" "${remove_names[@]}" | tail -n 1)"
+    fi
+  fi
+elif [ "${#remove_names[@]}" -gt 0 ] && [ "$CLOUD" != local ]; then
+  case "$TF_ACTION" in
+    plan) echo "terraform-fleet: dry run: an apply would first remove ${remove_names[*]} through the $CLOUD API" \
+      "(one less in the group each); this plan does not include that" >&2 ;;
+    *) echo "terraform-fleet: $TF_ACTION: remove_instances (${remove_names[*]}) is ignored, every instance goes" >&2 ;;
+  esac
+fi
+
 plan_args=(-input=false -no-color -lock-timeout="$lock_timeout" -out="$work/tfplan")
 case "$TF_ACTION" in
   destroy|plan-destroy) plan_args+=(-destroy) ;;
 esac
 tf plan "${plan_args[@]}"
-changes="$(terraform show -json "$work/tfplan" | "$PY" -c '
+terraform show -json "$work/tfplan" >"$work/plan.json"
+# The instances the state held before this apply: the wait tells an instance this apply created from one it kept.
+instances_before="$("$PY" -c '
+import json, sys
+prior = (json.load(sys.stdin).get("prior_state") or {}).get("values") or {}
+instances = (prior.get("outputs") or {}).get("instances")
+print(json.dumps(instances["value"] if instances else None, separators=(",", ":")))' <"$work/plan.json")"
+changes="$("$PY" -c '
 import collections, json, sys
 plan = json.load(sys.stdin)
 counts = collections.Counter()
@@ -191,18 +268,60 @@ for change in plan.get("resource_changes", []):
     for action in change["change"]["actions"]:
         if action != "no-op" and action != "read":
             counts[action] += 1
-print(json.dumps(dict(sorted(counts.items())), separators=(",", ":")))')"
+print(json.dumps(dict(sorted(counts.items())), separators=(",", ":")))' <"$work/plan.json")"
+
+# Whatever the state said, the plan is what would happen: it must not let the cloud pick, nor replace the group.
+if [ "$CLOUD" != local ] && [ "$TF_ACTION" = apply ] && [ "$allow_unnamed" != true ]; then
+  unnamed="$("$PY" -c '
+import json, sys
+SIZE = {"aws_autoscaling_group": "desired_capacity", "azurerm_linux_virtual_machine_scale_set": "instances",
+        "google_compute_region_instance_group_manager": "target_size"}
+for rc in json.load(sys.stdin).get("resource_changes", []):
+    size = SIZE.get(rc.get("type"))
+    if size is None or rc.get("mode") != "managed":
+        continue
+    actions, before, after = rc["change"]["actions"], rc["change"].get("before") or {}, rc["change"].get("after") or {}
+    if "delete" in actions:
+        how = "replaced" if "create" in actions else "destroyed"
+        print(rc["address"], f"would be {how}, and every instance in it with it, drained or not;")
+    elif "update" in actions and isinstance(before.get(size), int) and isinstance(after.get(size), int) \
+            and after[size] < before[size]:
+        print(rc["address"], f"{size} would go from {before[size]} to {after[size]}, and the cloud would pick which",
+              f"{before[size] - after[size]} instance(s) to remove, busy or not;")' <"$work/plan.json")"
+  if [ -n "$unnamed" ]; then
+    done_so_far="Nothing was changed."
+    [ "$(printf '%s' "$removal" | "$PY" -c 'import json, sys; print(len(json.load(sys.stdin)["removed"]))')" = 0 ] ||
+      done_so_far="Only the named instances were removed: $removal."
+    die "refusing to apply the plan for deployment $prefix:" "$unnamed" "name the instances the package has" \
+      "drained in remove_instances (TF_VAR_remove_instances), retire the fleet to remove it, or set" \
+      "OCTOPUS_TF_ALLOW_UNNAMED_REMOVAL=true for a fleet known to be idle. $done_so_far"
+  fi
+fi
 
 case "$TF_ACTION" in
   apply|destroy) tf apply -input=false -no-color -lock-timeout="$lock_timeout" "$work/tfplan" ;;
 esac
+
+removed='[]'
 
 if [ "$TF_ACTION" = apply ]; then
   outputs="$(terraform output -json | "$PY" -c '
 import json, sys
 print(json.dumps({k: v["value"] for k, v in json.load(sys.stdin).items() if not v.get("sensitive")},
                  separators=(",", ":"), sort_keys=True))')"
+  # Every named instance must be gone now; removed: those this run took out (in the fleet before, not after).
+  removed="$("$PY" -c '
+import json, sys
+outputs, names, before, removal = (json.loads(a) for a in sys.argv[1:5])
+after = {str(i.get("name")) for i in outputs.get("instances") or [] if isinstance(i, dict)}
+left = [n for n in names if n in after]
+if left:
+    sys.exit("terraform-fleet: named for removal but still in the fleet after the apply: " + ", ".join(left))
+was = set(before) | set(removal.get("removed") or [])
+print(json.dumps([n for n in names if n in was], separators=(",", ":")))' \
+    "$outputs" "$remove_json" "$names_before" "$removal")"
 else
   outputs='{}'
 fi
-printf '{"cloud":"%s","action":"%s","changes":%s,"outputs":%s}\n' "$CLOUD" "$TF_ACTION" "$changes" "$outputs"
+printf '{"cloud":"%s","action":"%s","changes":%s,"instances_before":%s,"outputs":%s,"removed":%s}\n' \
+  "$CLOUD" "$TF_ACTION" "$changes" "$instances_before" "$outputs" "$removed"

@@ -164,8 +164,12 @@ run "group_is_sized_to_instance_count_and_outputs_follow_the_contract" {
   command = plan
 
   assert {
-    condition     = aws_autoscaling_group.workers.min_size == 3 && aws_autoscaling_group.workers.max_size == 3 && aws_autoscaling_group.workers.desired_capacity == 3
-    error_message = "the autoscaling group must hold exactly instance_count instances"
+    condition     = aws_autoscaling_group.workers.max_size == 3 && aws_autoscaling_group.workers.desired_capacity == 3
+    error_message = "the autoscaling group must hold exactly instance_count instances, never more"
+  }
+  assert {
+    condition     = aws_autoscaling_group.workers.min_size == 0
+    error_message = "min_size must be 0, or AWS refuses a named termination with capacity decrement below the old count"
   }
   assert {
     condition     = output.instance_count == 3 && output.name_prefix == "octo-w"
@@ -233,4 +237,44 @@ run "worker_tools_image_needs_docker" {
   }
 
   expect_failures = [aws_launch_template.worker]
+}
+
+run "the_group_never_picks_an_instance_to_remove" {
+  command = plan
+
+  assert {
+    condition     = aws_autoscaling_group.workers.protect_from_scale_in == true
+    error_message = "new instances must be protected from scale-in"
+  }
+  assert {
+    condition     = aws_autoscaling_group.workers.suspended_processes == toset(["AZRebalance", "InstanceRefresh"])
+    error_message = "AZRebalance and InstanceRefresh must be suspended (and nothing else: ReplaceUnhealthy keeps the no-zombie guarantee)"
+  }
+  assert {
+    condition     = length(aws_autoscaling_group.workers.instance_refresh) == 0
+    error_message = "a new launch template version must not roll the fleet"
+  }
+}
+
+run "a_named_instance_still_running_after_apply_is_reported" {
+  command = apply
+
+  variables {
+    remove_instances = ["octo-w-i-0aaa1111111111111"]
+  }
+
+  expect_failures = [check.named_instances_are_removed]
+}
+
+run "instances_already_gone_pass_the_removal_check" {
+  command = apply
+
+  variables {
+    remove_instances = ["octo-w-i-0ccc3333333333333"]
+  }
+
+  assert {
+    condition     = length(output.instances) == 2
+    error_message = "the inventory is unchanged"
+  }
 }

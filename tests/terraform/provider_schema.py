@@ -18,6 +18,7 @@ from pathlib import Path
 SCHEMA_DIR = Path(__file__).with_name("provider-schemas")
 PACKAGES = {"aws": "@cdktf/provider-aws", "azurerm": "@cdktf/provider-azurerm", "google": "@cdktf/provider-google"}
 BASES = ("cdktf.TerraformResource", "cdktf.TerraformDataSource")
+PROVIDER_BASE = "cdktf.TerraformProvider"
 META_ARGUMENTS = {"count", "for_each", "depends_on", "lifecycle", "provider", "provisioner", "connection"}
 _LINK = re.compile(r"registry\.terraform\.io/providers/hashicorp/(\w+)/([\w.]+)/docs/(resources|data-sources)/(\w+)")
 _ANCHOR = re.compile(r"#(\w+)[ }]")
@@ -55,7 +56,11 @@ class ProviderSchema:
         self.provider_version = ""
         self.resources: dict[str, Kind] = {}
         self.data_sources: dict[str, Kind] = {}
+        self.provider_config = Block()  # the arguments and blocks of the provider block itself
         for t in self._types.values():
+            if t.get("kind") == "class" and t.get("base") == PROVIDER_BASE:
+                config_fqn = next(p["type"]["fqn"] for p in t["initializer"]["parameters"] if p["name"] == "config")
+                self.provider_config = self._block(config_fqn, set())
             if t.get("kind") != "class" or t.get("base") not in BASES:
                 continue
             link = _LINK.search(t.get("docs", {}).get("summary", ""))
@@ -252,4 +257,17 @@ def check_module(module: dict, text: str, schemas: dict[str, ProviderSchema], mo
                         continue
                     check_body(body, kinds[tf_type].config, where, report)
     check_references(text, schemas, declared, module_name, report)
+    return report
+
+
+def check_providers(module: dict, schemas: dict[str, ProviderSchema], module_name: str) -> Report:
+    """Check every ``provider`` block of a parsed module against its provider's own configuration schema."""
+    report = Report()
+    for block in module.get("provider", []):
+        for name, body in block.items():
+            where = f"{module_name}: provider.{name}"
+            if name not in schemas:
+                report.problems.append(Problem(where, "no schema for this provider"))
+                continue
+            check_body(body, schemas[name].provider_config, where, report)
     return report

@@ -74,12 +74,12 @@ def user_data_expressions(module_name: str) -> list[str]:
     return [json.dumps(res[("google_compute_instance_template", "worker")]["metadata"])]
 
 
-def test_contract_file_holds_the_six_design_variables():
+def test_contract_file_holds_the_design_variables_and_the_named_removal():
     assert sorted(CONTRACT_DATA["variables"]) == sorted([
         "octopus_server_url", "octopus_space_name", "worker_pool_name", "instance_count", "machine_policy_name",
-        "name_prefix"])
+        "name_prefix", "remove_instances"])
     optional = {k: v["default"] for k, v in CONTRACT_DATA["variables"].items() if not v["required"]}
-    assert optional == {"machine_policy_name": "Default Machine Policy"}
+    assert optional == {"machine_policy_name": "Default Machine Policy", "remove_instances": []}
 
 
 def test_every_cloud_module_exists():
@@ -254,14 +254,64 @@ def test_aws_root_volume_is_encrypted():
     assert ebs["encrypted"] is True
 
 
-def test_aws_group_is_sized_to_instance_count_and_refreshes_on_new_template():
+# ---- issue 19: the package picks the instance that leaves, never the cloud; no rolling replacement ----
+GROUPS = {
+    "aws": (("aws_autoscaling_group", "workers"), "desired_capacity"),
+    "azure": (("azurerm_linux_virtual_machine_scale_set", "workers"), "instances"),
+    "gcp": (("google_compute_region_instance_group_manager", "workers"), "target_size"),
+}
+
+
+@pytest.mark.parametrize("module", CLOUD_MODULES)
+def test_the_size_is_instance_count_and_terraform_keeps_writing_it(module):
+    """Who owns the count (README "Who removes an instance"): the instance_count param, through Terraform. The runner
+    removes named instances with a size decrement before the plan, so no ignore_changes is needed to keep them
+    removed, and none may hide a size the package asked for."""
+    key, size = GROUPS[module]
+    group = resources(load_module(module))[key]
+    assert unwrap(group[size]) == "var.instance_count"
+    ignored = [unwrap(i) for block in group.get("lifecycle", []) for i in block.get("ignore_changes", [])]
+    assert size not in json.dumps(ignored)
+
+
+@pytest.mark.parametrize("module", CLOUD_MODULES)
+def test_every_cloud_module_reports_a_named_instance_that_is_still_running(module):
+    (check,) = [c["named_instances_are_removed"] for c in load_module(module).get("check", [])]
+    (assertion,) = check["assert"]
+    assert "var.remove_instances" in assertion["condition"] and "local.instances" in assertion["condition"]
+
+
+def test_aws_group_never_picks_an_instance_and_never_rolls():
     asg = resources(load_module("aws"))[("aws_autoscaling_group", "workers")]
-    sizes = {unwrap(asg[k]) for k in ("min_size", "max_size", "desired_capacity")}
-    assert sizes == {"var.instance_count"}
+    assert {k: unwrap(asg[k]) for k in ("min_size", "max_size", "desired_capacity")} == {
+        "min_size": "0", "max_size": "var.instance_count", "desired_capacity": "var.instance_count"}
+    assert asg["protect_from_scale_in"] is True
+    # AZRebalance and InstanceRefresh suspended; ReplaceUnhealthy, HealthCheck, Launch, Terminate are not.
+    assert sorted(asg["suspended_processes"]) == ["AZRebalance", "InstanceRefresh"]
+    assert "instance_refresh" not in asg and "max_instance_lifetime" not in asg
+    assert "capacity_rebalance" not in asg and "warm_pool" not in asg
     (lt,) = asg["launch_template"]
     assert unwrap(lt["version"]) == "aws_launch_template.worker.latest_version"
-    (refresh,) = asg["instance_refresh"]
-    assert refresh["strategy"] == "Rolling"
+
+
+def test_azure_scale_set_never_picks_an_instance_and_never_rolls():
+    mod = load_module("azure")
+    vmss = resources(mod)[("azurerm_linux_virtual_machine_scale_set", "workers")]
+    assert vmss["overprovision"] is False and vmss["upgrade_mode"] == "Manual"
+    assert "rolling_upgrade_policy" not in vmss and "automatic_os_upgrade_policy" not in vmss
+    assert not {t for t, _ in resources(mod)} & {"azurerm_monitor_autoscale_setting"}
+    (provider,) = [b["azurerm"] for b in mod["provider"]]
+    (features,) = provider["features"]
+    (vmss_features,) = features["virtual_machine_scale_set"]
+    assert vmss_features == {"roll_instances_when_required": False, "reimage_on_manual_upgrade": False}
+
+
+def test_gcp_group_never_picks_an_instance_and_never_rolls():
+    mod = load_module("gcp")
+    mig = resources(mod)[("google_compute_region_instance_group_manager", "workers")]
+    (policy,) = mig["update_policy"]
+    assert (policy["type"], policy["instance_redistribution_type"]) == ("OPPORTUNISTIC", "NONE")
+    assert not {t for t, _ in resources(mod)} & {"google_compute_region_autoscaler", "google_compute_autoscaler"}
 
 
 def test_aws_instance_policy_reads_only_the_one_secret():

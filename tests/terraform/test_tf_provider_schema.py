@@ -11,7 +11,7 @@ from pathlib import Path
 
 import hcl2
 import pytest
-from provider_schema import PACKAGES, SCHEMA_DIR, Block, ProviderSchema, Report, check_module
+from provider_schema import PACKAGES, SCHEMA_DIR, Block, ProviderSchema, Report, check_module, check_providers
 from tf_support import _HCL_OPTIONS, CLOUD_MODULES, TF_ROOT, load_module, terraform_env
 
 PROVIDER_OF = {"aws": "aws", "azure": "azurerm", "gcp": "google"}
@@ -83,6 +83,50 @@ def test_every_argument_block_and_reference_is_in_the_provider_schema(schemas, m
     print(f"{module}: {counts}")
     assert [str(p) for p in report.problems] == []
     assert report.arguments_checked > 30 and report.blocks_checked > 5 and report.references_checked > 5
+
+
+@pytest.mark.parametrize("module", CLOUD_MODULES)
+def test_every_provider_block_setting_is_in_the_provider_schema(schemas, module):
+    report = check_providers(load_module(module), schemas, module)
+    assert [str(p) for p in report.problems] == []
+    assert report.arguments_checked >= 2
+
+
+# The guard rails of issue 19 (the package picks the instance that leaves; no rolling replacement), each an argument
+# of the schema the module is checked against, so a provider that renamed or dropped one fails here.
+GUARD_RAILS = {
+    "aws": ("aws_autoscaling_group", ("protect_from_scale_in", "suspended_processes", "min_size", "max_size",
+                                      "desired_capacity")),
+    "azure": ("azurerm_linux_virtual_machine_scale_set", ("overprovision", "upgrade_mode", "instances")),
+    "gcp": ("google_compute_region_instance_group_manager", ("target_size",)),
+}
+
+
+@pytest.mark.parametrize("module", CLOUD_MODULES)
+def test_the_guard_rails_are_arguments_of_the_schema(schemas, module):
+    tf_type, arguments = GUARD_RAILS[module]
+    config = schemas[PROVIDER_OF[module]].resources[tf_type].config
+    assert set(arguments) <= set(config.arguments) and not set(arguments) & config.deprecated
+    if module == "gcp":
+        policy = config.blocks["update_policy"][1]
+        assert {"type", "instance_redistribution_type", "minimal_action"} <= set(policy.arguments)
+    if module == "azure":
+        # No per-instance protection in the provider (protectFromScaleIn is an instance-model setting only, and acts
+        # on autoscale alone): the README says so, and it must still hold for the schema the module is checked with.
+        assert not [a for a in config.arguments if "protect" in a]
+        features = schemas["azurerm"].provider_config.blocks["features"][1].blocks["virtual_machine_scale_set"][1]
+        assert {"roll_instances_when_required", "reimage_on_manual_upgrade"} <= set(features.arguments)
+
+
+def test_a_typo_in_a_provider_feature_fails_the_check(schemas, tmp_path):
+    copy = tmp_path / "azure"
+    shutil.copytree(TF_ROOT / "azure", copy, ignore=shutil.ignore_patterns(".terraform*"))
+    versions = copy / "versions.tf"
+    versions.write_text(versions.read_text().replace("roll_instances_when_required", "roll_instance_when_required"))
+    report = check_providers(parse_dir(copy), schemas, "azure")
+    assert [str(p) for p in report.problems] == [
+        "azure: provider.azurerm.features[0].virtual_machine_scale_set[0]: unknown argument or block "
+        "'roll_instance_when_required'"]
 
 
 def test_a_typo_in_an_argument_fails_the_check(schemas, tmp_path):

@@ -208,26 +208,33 @@ resource "aws_launch_template" "worker" {
   }
 }
 
+# The package picks every instance that leaves (include/terraform/README.md, "Who removes an instance"):
+# instance_count is the size, written here; a lower one only after the package has removed the instances it
+# named (remove_instances: terraform-fleet.sh terminates each in the group with a capacity decrement before the
+# plan), so this apply never lowers desired_capacity itself, and the cloud never chooses.
 resource "aws_autoscaling_group" "workers" {
-  name                      = var.name_prefix
-  min_size                  = var.instance_count
+  name = var.name_prefix
+  # 0: a named termination with decrement may take the group below the old count (AWS refuses to go below min_size).
+  min_size                  = 0
   max_size                  = var.instance_count
   desired_capacity          = var.instance_count
   vpc_zone_identifier       = var.subnet_ids
   health_check_type         = "EC2"
   health_check_grace_period = 300
 
+  # New instances are protected from scale-in from InService: a lower desired capacity (a console edit, a policy)
+  # cannot terminate one; only the package's named termination does.
+  protect_from_scale_in = true
+  # AZRebalance would terminate instances to even out the zones after a named termination; InstanceRefresh (none is
+  # configured: a new launch template version only applies to instances launched from now on, and the package
+  # replaces the old ones by adding new instances first, then draining and removing the old) is suspended so a
+  # refresh started by hand cannot roll the fleet either. ReplaceUnhealthy stays: it only replaces instances whose
+  # EC2 status checks fail (already lost) or that marked themselves unhealthy before registering (never busy).
+  suspended_processes = ["AZRebalance", "InstanceRefresh"]
+
   launch_template {
     id      = aws_launch_template.worker.id
     version = aws_launch_template.worker.latest_version
-  }
-
-  # A new launch template version (script, AMI, size...) rolls the fleet instead of waiting for the next rebuild.
-  instance_refresh {
-    strategy = "Rolling"
-    preferences {
-      min_healthy_percentage = 50
-    }
   }
 
   dynamic "tag" {
@@ -257,4 +264,14 @@ locals {
     name = replace(lower("${var.name_prefix}-${id}"), "/[^a-z0-9-]/", "-")
     id   = id
   }]
+}
+
+# The instances the package named for removal are gone (terraform-fleet.sh removes them before the plan and fails
+# the run if one is still listed after the apply; this says so in any plan as well).
+check "named_instances_are_removed" {
+  assert {
+    # Known in a plan when nothing is named (the inventory is read after apply).
+    condition     = length(var.remove_instances) == 0 ? true : length(setintersection(toset(var.remove_instances), toset([for i in local.instances : i.name]))) == 0
+    error_message = "Named for removal but still running: ${join(", ", setintersection(toset(var.remove_instances), toset([for i in local.instances : i.name])))}."
+  }
 }

@@ -61,6 +61,12 @@ variable "name_prefix" {
   }
 }
 
+variable "remove_instances" {
+  type        = list(string)
+  default     = []
+  description = "Worker names (the name of an `instances` entry) of the instances the package removes in this run, after draining them. include/terraform-fleet.sh removes each through the cloud's API (include/remove-instance.sh) before the plan, one less in the group per instance, so the plan never lowers the group's size and the cloud never picks. Names no longer in the group are skipped."
+}
+
 # AWS inputs supplied by the operator (*.auto.tfvars or TF_VAR_* on the Airflow worker): no sensible default.
 
 variable "api_key_secret_arn" {

@@ -74,6 +74,12 @@ resource "azurerm_role_assignment" "read_api_key" {
 
 # ---- Scale set ----
 
+# The package picks every instance that leaves (include/terraform/README.md, "Who removes an instance"):
+# instance_count is the capacity, written here; a lower one only after the package has deleted the VMs it named
+# (remove_instances: terraform-fleet.sh deletes each by instance id, which lowers the capacity by one each, before
+# the plan), so this apply never lowers `instances` itself, and Azure's scale-in policy never chooses. No autoscale
+# setting is attached, and a model change reaches no running VM: upgrade_mode Manual, and the provider neither
+# rolls nor reimages instances (versions.tf).
 resource "azurerm_linux_virtual_machine_scale_set" "workers" {
   name                = var.name_prefix
   resource_group_name = data.azurerm_resource_group.fleet.name
@@ -183,4 +189,14 @@ locals {
     name = replace(lower("${var.name_prefix}-${i.instance_id}-${substr(i.virtual_machine_id, 0, 8)}"), "/[^a-z0-9-]/", "-")
     id   = lower(i.virtual_machine_id)
   }]
+}
+
+# The instances the package named for removal are gone (terraform-fleet.sh removes them before the plan and fails
+# the run if one is still listed after the apply; this says so in any plan as well).
+check "named_instances_are_removed" {
+  assert {
+    # Known in a plan when nothing is named (the inventory is read after apply).
+    condition     = length(var.remove_instances) == 0 ? true : length(setintersection(toset(var.remove_instances), toset([for i in local.instances : i.name]))) == 0
+    error_message = "Named for removal but still running: ${join(", ", setintersection(toset(var.remove_instances), toset([for i in local.instances : i.name])))}."
+  }
 }

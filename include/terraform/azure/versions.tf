@@ -12,6 +12,14 @@ terraform {
 }
 
 provider "azurerm" {
-  features {}
+  features {
+    virtual_machine_scale_set {
+      # Both default to true: a new image, size or custom data would make the provider roll or reimage running
+      # VMs during the apply, killing the deployment steps on them. The package replaces VMs itself (new ones
+      # first, then drains and deletes the old ones by instance id).
+      roll_instances_when_required = false
+      reimage_on_manual_upgrade    = false
+    }
+  }
   subscription_id = var.subscription_id # null: ARM_SUBSCRIPTION_ID
 }

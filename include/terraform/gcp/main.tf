@@ -168,6 +168,10 @@ resource "google_compute_instance_template" "worker" {
   depends_on = [google_secret_manager_secret_iam_member.read_api_key]
 }
 
+# The package picks every instance that leaves (include/terraform/README.md, "Who removes an instance"):
+# instance_count is the target size, written here; a lower one only after the package has deleted the instances it
+# named (remove_instances: terraform-fleet.sh calls deleteInstances, which lowers the target size by one each,
+# before the plan), so this apply never lowers target_size itself, and the group never chooses.
 resource "google_compute_region_instance_group_manager" "workers" {
   name               = var.name_prefix
   description        = "Octopus polling workers (${var.octopus_space_name} / ${var.worker_pool_name})"
@@ -188,11 +192,14 @@ resource "google_compute_region_instance_group_manager" "workers" {
     initial_delay_sec = local.healing_delay_seconds
   }
 
-  # A new template (script, image, size...) rolls the fleet: surge first, never below target size.
+  # A new template (script, image, size...) never rolls the fleet: OPPORTUNISTIC applies it only to instances the
+  # group creates anyway (a larger target size, auto-healing), and the package replaces the others by adding new
+  # instances first, then draining and removing the old ones by name. NONE: the group never deletes an instance
+  # to even out its zones (after the package deleted a named one, say). Surge first, never below target size.
   update_policy {
-    type                         = "PROACTIVE"
+    type                         = "OPPORTUNISTIC"
     minimal_action               = "REPLACE"
-    instance_redistribution_type = "PROACTIVE"
+    instance_redistribution_type = "NONE"
     max_surge_fixed              = 3 # a regional MIG needs 0 or at least its zone count (3 by default)
     max_unavailable_fixed        = 0
   }
@@ -220,4 +227,14 @@ data "google_compute_instance" "workers" {
 locals {
   # configure-tentacle.sh registers each VM under its instance name (<name_prefix>-<random suffix>).
   instances = [for i in data.google_compute_instance.workers : { name = i.name, id = i.instance_id }]
+}
+
+# The instances the package named for removal are gone (terraform-fleet.sh removes them before the plan and fails
+# the run if one is still listed after the apply; this says so in any plan as well).
+check "named_instances_are_removed" {
+  assert {
+    # Known in a plan when nothing is named (the inventory is read after apply).
+    condition     = length(var.remove_instances) == 0 ? true : length(setintersection(toset(var.remove_instances), toset([for i in local.instances : i.name]))) == 0
+    error_message = "Named for removal but still running: ${join(", ", setintersection(toset(var.remove_instances), toset([for i in local.instances : i.name])))}."
+  }
 }

@@ -7,7 +7,28 @@
 locals {
   # Not under path.root: include/terraform-fleet.sh runs Terraform in a throwaway copy of the module.
   runtime_dir = abspath(pathexpand(var.runtime_dir != "" ? var.runtime_dir : "~/.local/state/octopus-local-cloud"))
-  names       = [for i in range(var.instance_count) : "${var.name_prefix}-${i + 1}"]
+
+  # Which instances exist: this cloud's inventory is its instance disks, <runtime_dir>/<name_prefix>-<n> (each holds
+  # tentacle.pid from its first start until it is removed), read at plan time the way a cloud module reads its
+  # group. The configuration cannot read Terraform's own state, and without this a removed number would come back.
+  prefix_re = replace(var.name_prefix, ".", "\\.")
+  live = [for f in fileset(local.runtime_dir, "${var.name_prefix}-*/tentacle.pid") :
+  tonumber(regex("^${local.prefix_re}-([1-9][0-9]{0,8})/", f)[0]) if can(regex("^${local.prefix_re}-[1-9][0-9]{0,8}/", f))]
+  # remove_instances entries that name an instance of this fleet (others are not ours, or already gone: ignored).
+  removed_numbers = [for n in var.remove_instances :
+  tonumber(regex("^${local.prefix_re}-([1-9][0-9]{0,8})$", n)[0]) if can(regex("^${local.prefix_re}-[1-9][0-9]{0,8}$", n))]
+
+  # The package picks who leaves: every instance named in remove_instances goes. The others stay, in number order
+  # (sort() orders strings, hence the padding); only when instance_count is lower still (no names given) do the
+  # highest-numbered go, as before remove_instances existed.
+  kept = [for p in sort([for n in local.live : format("%09d", n) if !contains(local.removed_numbers, n)]) : tonumber(p)]
+  keep = slice(local.kept, 0, min(length(local.kept), var.instance_count))
+  # New instances are numbered above every instance there is and every one being removed, so a removed name never
+  # returns in the same apply (the same number would be the same instance to Terraform) and the plan does not
+  # depend on whether a removed disk is already gone when the apply re-reads the inventory.
+  first_new = max(0, concat(local.live, local.removed_numbers)...) + 1
+  numbers   = concat(local.keep, [for i in range(var.instance_count - length(local.keep)) : local.first_new + i])
+  roster    = { for n in local.numbers : tostring(n) => "${var.name_prefix}-${n}" }
 
   # When this module sits in the repository, let python_executable import octopus_emulator from it.
   repo_root           = abspath("${path.module}/../../..")
@@ -21,8 +42,10 @@ resource "terraform_data" "fleet" {
   triggers_replace = [var.name_prefix, local.runtime_dir]
 }
 
+# One per instance, keyed by its number (the name is <name_prefix>-<number>); moved.tf carries the count-indexed
+# instances of earlier versions over without restarting them.
 resource "terraform_data" "tentacle" {
-  count = var.instance_count
+  for_each = local.roster
 
   # What the "VM image + user data" is made of: changing any of it rebuilds the instance.
   triggers_replace = {
@@ -35,8 +58,8 @@ resource "terraform_data" "tentacle" {
 
   # Destroy-time provisioners may only read self, so everything "stop" needs is kept here.
   input = {
-    name = local.names[count.index]
-    home = "${local.runtime_dir}/${local.names[count.index]}"
+    name = each.value
+    home = "${local.runtime_dir}/${each.value}"
   }
 
   provisioner "local-exec" {
@@ -65,4 +88,10 @@ resource "terraform_data" "tentacle" {
       TENTACLE_HOME = self.input.home
     }
   }
+}
+
+locals {
+  # The instances in number order (for_each orders its keys as strings: "10" before "2").
+  ordered = [for p in sort([for k in keys(terraform_data.tentacle) : format("%09d", tonumber(k))]) :
+  terraform_data.tentacle[tostring(tonumber(p))]]
 }

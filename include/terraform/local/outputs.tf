@@ -21,8 +21,8 @@ output "octopus_space_name" {
 }
 
 output "worker_names" {
-  description = "Worker names, in instance order (<name_prefix>-1 ... <name_prefix>-N)."
-  value       = [for t in terraform_data.tentacle : t.input.name]
+  description = "Worker names, in instance number order (<name_prefix>-<n>; a removed number is not reused while a higher one exists)."
+  value       = [for t in local.ordered : t.input.name]
 }
 
 output "fleet_id" {
@@ -32,5 +32,5 @@ output "fleet_id" {
 
 output "instances" {
   description = "The instances this cloud runs: the exact worker name each registers with, and an id that changes when the instance is replaced."
-  value       = [for t in terraform_data.tentacle : { name = t.input.name, id = t.id }]
+  value       = [for t in local.ordered : { name = t.input.name, id = t.id }]
 }

@@ -61,6 +61,12 @@ variable "name_prefix" {
   }
 }
 
+variable "remove_instances" {
+  type        = list(string)
+  default     = []
+  description = "Worker names (the name of an `instances` entry) of the instances to remove, chosen by the package after draining them. Each goes, whatever instance_count says; new instances get new numbers. Names of no instance of this fleet are ignored (already removed)."
+}
+
 # Local-only inputs (this cloud's instances are processes on this machine).
 
 variable "python_executable" {
