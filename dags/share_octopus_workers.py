@@ -10,7 +10,8 @@ themselves in the **initial space** (the first space, in Octopus's order, that h
 |---|---|
 | `claim_deployment` | takes the deployment's lease; waits while another share, retire or backfill holds it |
 | `get_spaces` | lists spaces and pools once: per cloud the pool, initial and remaining spaces |
-| `terraform_apply` (per cloud) | `terraform init` + `apply` (`plan` when `dry_run`) |
+| `drain_removed` (per cloud) | a lower count: drains the instances that leave, deletes their records |
+| `terraform_apply` (per cloud) | `terraform init` + `apply` (`plan` when `dry_run`); removes exactly those |
 | `wait_for_workers` (per cloud) | waits for the cloud's instances to register; records the fleet, sealed |
 | `share_to_space` (one per space) | adds the fleet, repairs drift, prunes our stale copies |
 | `summarize` | a spaces × clouds table; emits the Asset; fails the run if anything failed |
@@ -29,7 +30,9 @@ newer run has claimed the deployment: trigger a new run instead.
 deployment), `dry_run` (plan and compute every share, change nothing), `worker_pool_name`, `target_spaces`
 (names or ids; empty = all), `initial_space` (keep or move the fleet deliberately), `prune_stale`, `adopt`
 (thumbprints of this deployment's own older records to take back after its ledger was lost; dry run first),
-`registration_timeout_minutes`, `poll_interval_seconds`, `wait_mode` (`reschedule` or `deferrable`).
+`registration_timeout_minutes`, `poll_interval_seconds`, `wait_mode` (`reschedule` or `deferrable`),
+`drain_timeout_minutes`, `force_drain`, `stale_lease_minutes` (how instances that leave are drained: no step is
+killed; on timeout the run fails, leaving them disabled and intact).
 
 Connection: `octopus_default` (type `octopus`; host = server URL, password = API key). See the README's runbook.
 """
@@ -51,7 +54,11 @@ from octopus.dag_defaults import (
     share_pool,
 )
 from octopus.operators import TerraformFleetOperator
-from octopus.sensors import DeploymentLeaseSensor, OctopusWorkersRegisteredSensor
+from octopus.sensors import (
+    DeploymentLeaseSensor,
+    OctopusRemovedInstancesDrainedSensor,
+    OctopusWorkersRegisteredSensor,
+)
 from octopus.share_operator import OctopusShareSpaceOperator, share_trigger_args
 from octopus.sharing import ASSET_ALIAS
 
@@ -82,6 +89,19 @@ def share_octopus_workers():
 
     @task_group(group_id="fleet", prefix_group_id=False)
     def fleet(fleet_plan):
+        # Instances a lower count removes are drained (disabled, no step holding them) and their records deleted
+        # before Terraform removes exactly those: the package picks who leaves, never the cloud.
+        drained = OctopusRemovedInstancesDrainedSensor(
+            task_id="drain_removed",
+            fleet_plan=fleet_plan,
+            octopus_conn_id=CONN_ID,
+            drain_timeout="{{ params.drain_timeout_minutes * 60 }}",
+            stale_after="{{ params.stale_lease_minutes * 60 }}",
+            poll_interval="{{ params.poll_interval_seconds }}",
+            force="{{ params.force_drain }}",
+            dry_run="{{ params.dry_run }}",
+            map_index_template="{{ task.fleet_plan['cloud'] }}",
+        )
         applied = TerraformFleetOperator(
             task_id="terraform_apply",
             fleet_plan=fleet_plan,
@@ -90,6 +110,7 @@ def share_octopus_workers():
             map_index_template="{{ task.fleet_plan['cloud'] }}",
             execution_timeout=timedelta(minutes=45),
         )
+        drained >> applied
         return OctopusWorkersRegisteredSensor(
             task_id="wait_for_workers",
             fleet_plan=fleet_plan,

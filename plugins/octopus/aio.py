@@ -325,10 +325,6 @@ class AsyncOctopusClient:
 
     # ------------------------------------------------------------------ public API (as OctopusHook's)
 
-    async def get_root(self) -> dict[str, Any]:
-        """Return the API root document (``GET /api``: server version, links)."""
-        return await self._request("GET", "/api")
-
     async def get_space(self, space_id: str) -> dict[str, Any]:
         """Return one space (``GET /api/spaces/{id}``)."""
         _check_id("space_id", space_id, _SPACE_ID, "Spaces-1")

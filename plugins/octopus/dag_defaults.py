@@ -282,6 +282,9 @@ SHARE_PARAMS = {
         description="How often the wait checks Octopus for the fleet's workers.",
         section=SECTION_ADVANCED,
     ),
+    "drain_timeout_minutes": drain_timeout_param(),
+    "force_drain": force_drain_param(),
+    "stale_lease_minutes": stale_lease_param(),
     "adopt": Param(
         [],
         type=["array", "null"],

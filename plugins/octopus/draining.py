@@ -122,3 +122,21 @@ def drain_verdict(first: Sequence[Hold], second: Sequence[Hold] | None) -> str:
     if any(not h["stale"] for h in second):
         return "busy"
     return "drained"
+
+
+def _natural(name: str) -> tuple[Any, ...]:
+    import re
+
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+
+
+def choose_leaving(workers: Sequence[Mapping[str, Any]], keep: int) -> list[dict[str, str]]:
+    """The instances that leave when the fleet shrinks to ``keep``: the package picks them, never the cloud.
+
+    The newest instances go first (the highest-numbered names, in natural order): the ones that have had the least
+    time to be given long-running steps, and the ones a count-indexed module such as the local cloud drops.
+    """
+    if keep >= len(workers):
+        return []
+    ordered = sorted(workers, key=lambda w: _natural(w["name"]), reverse=True)
+    return [{"name": w["name"], "thumbprint": str(w["thumbprint"]).upper()} for w in ordered[: len(workers) - keep]]

@@ -121,7 +121,7 @@ def terraform_env(fleet_plan: Mapping[str, Any], action: str) -> dict[str, str]:
         "TF_VAR_octopus_space_name": fleet_plan["initial_space"]["name"],
         "TF_VAR_worker_pool_name": fleet_plan["pool_name"],
         "TF_VAR_instance_count": str(int(fleet_plan["instance_count"])),
-        "TF_VAR_machine_policy_name": fleet_plan.get("machine_policy_name") or "Default Machine Policy",
+        "TF_VAR_machine_policy_name": "Default Machine Policy",
         "TF_VAR_name_prefix": fleet_plan["name_prefix"],
         # The instances the package removes in this run (drained first), by worker name; always set, so a stray
         # TF_VAR_remove_instances in the worker's environment can never name one (include/terraform/README.md).

@@ -28,11 +28,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-def expected_names_from(terraform_output: Any) -> list[str]:
-    """Worker names the cloud runs, from ``terraform_apply``'s XCom (empty when unknown)."""
-    return [i["name"] for i in instances_from(terraform_output) or []]
-
-
 class DeploymentLeaseSensor(BaseSensorOperator):
     """
     Take the lease of every deployment (``name_prefix``, cloud) a run writes for, waiting while another run holds it.
@@ -238,16 +233,12 @@ class OctopusWorkersRegisteredSensor(BaseSensorOperator):
             if result.is_done:
                 return result.xcom_value
             initial = self.fleet_plan["initial_space"]
-            spec = self.fleet_spec()
             self.defer(
                 trigger=OctopusWorkersRegisteredTrigger(
                     octopus_conn_id=self.octopus_conn_id,
                     space_id=initial["id"],
                     pool_id=initial["pool_id"],
-                    expected_count=self._expected,
-                    name_prefix=self.fleet_plan["name_prefix"],
-                    expected_names=[i["name"] for i in spec["instances"] or []],
-                    fleet_spec=spec,
+                    fleet_spec=self.fleet_spec(),
                     poll_interval=self.poke_interval,
                     deadline=time.time() + self.timeout,
                 ),
@@ -373,11 +364,11 @@ class OctopusWorkersDrainedSensor(BaseSensorOperator):
         from octopus import draining
         from octopus.hooks import OctopusHook
 
-        records = self._records()
+        hook = OctopusHook(octopus_conn_id=self.octopus_conn_id)
+        records = self._prepare(context, hook)
         if not records:
             return PokeReturnValue(True, self._result(records, []))
         spaces = {r["space_id"]: r["space_name"] for r in records}
-        hook = OctopusHook(octopus_conn_id=self.octopus_conn_id)
         first = self._read(hook, records)
         if as_bool(self.dry_run):
             self.log.info(
@@ -402,7 +393,17 @@ class OctopusWorkersDrainedSensor(BaseSensorOperator):
         self.log.info(
             "Drained: %d records, no step holds any of them (two reads %.0fs apart)", len(records), self.settle
         )
+        if not self._on_drained(hook, records, second):
+            return PokeReturnValue(False)
         return PokeReturnValue(True, self._result(records, second))
+
+    def _prepare(self, context: Context, hook: Any) -> list[dict[str, Any]]:
+        """The records to drain (here: as the upstream ``disable_records`` left them)."""
+        return self._records()
+
+    def _on_drained(self, hook: Any, records: list[dict[str, Any]], holds: list[dict[str, Any]]) -> bool:
+        """What to do once drained (here: nothing; the retire's own tasks delete). False: not done yet."""
+        return True
 
     def _result(self, records: list[dict[str, Any]], holds: list[dict[str, Any]], *, forced: bool = False) -> dict:
         return {
@@ -436,3 +437,71 @@ class OctopusWorkersDrainedSensor(BaseSensorOperator):
                 "and intact (no record deleted, no instance removed). Clear this task to wait again once the steps "
                 "end, or trigger with force_drain to remove them anyway (the steps on them will then fail)."
             ) from None
+
+
+class OctopusRemovedInstancesDrainedSensor(OctopusWorkersDrainedSensor):
+    """
+    Before Terraform removes instances (a lower ``instance_count``): drain them, then delete their records.
+
+    ``fleet_plan["remove"]`` (``[{"name", "thumbprint"}]``, chosen by ``get_spaces``: the package picks who
+    leaves, never the cloud) are instances of the last sealed fleet. Each poke, under the deployment's lease,
+    disables every record carrying one of their thumbprints in every space the deployment wrote to (only sealed
+    endpoints: the evidence is read from the ledger), then waits as :class:`OctopusWorkersDrainedSensor` does;
+    once drained it deletes those records, and ``terraform_apply`` removes exactly those instances
+    (``remove_instances``). With nothing to remove it returns at once, without a request.
+    """
+
+    template_fields: Sequence[str] = (*OctopusWorkersDrainedSensor.template_fields, "fleet_plan")
+
+    def __init__(self, *, fleet_plan: Mapping[str, Any], ledger_store: ledger.LedgerStore | None = None, **kwargs):
+        kwargs.setdefault("records", [])
+        super().__init__(**kwargs)
+        self.fleet_plan = fleet_plan
+        self.ledger_store = ledger_store
+
+    def _prepare(self, context: Context, hook: Any) -> list[dict[str, Any]]:
+        from octopus import operations, tasks
+
+        leaving = self.fleet_plan.get("remove") or []
+        if not leaving:
+            return []
+        plan, store = self.fleet_plan, self.ledger_store or ledger.VariableStore()
+        if as_bool(self.dry_run):
+            doc = ledger.load(store, plan["prefix"], plan["cloud"])
+        else:
+            try:
+                doc = ledger.check_fence(store, plan["prefix"], plan["cloud"], tasks.this_run(context), tasks.run_state)
+            except (SharingError, ledger.LeaseError) as exc:
+                raise AirflowFailException(str(exc)) from None
+        owned = {o["thumbprint"] for o in ledger.verified(doc, hook.evidence_signer())["owned"]}
+        thumbprints = {str(r["thumbprint"]).upper() for r in leaving} & owned
+        spaces = {plan["initial_space"]["id"]: {"name": plan["initial_space"]["name"]}, **(doc.get("spaces") or {})}
+        records: list[dict[str, Any]] = []
+        for space_id, entry in sorted(spaces.items()):
+            space = {"id": space_id, "name": entry.get("name") or space_id, "pools": {plan["cloud"]: {}}}
+            fleet = {"cloud": plan["cloud"], "owned": [{"thumbprint": t} for t in thumbprints]}
+            records += operations.disable_space(hook, space, [fleet], dry_run=as_bool(self.dry_run))
+        self.log.info(
+            "Removing %s: %d of their records disabled in %d spaces",
+            ", ".join(r["name"] for r in leaving),
+            len(records),
+            len(spaces),
+        )
+        return records
+
+    def _on_drained(self, hook: Any, records: list[dict[str, Any]], holds: list[dict[str, Any]]) -> bool:
+        from octopus.exceptions import OctopusNotFoundError, OctopusValidationError
+
+        stale = {(h["space_id"], h["worker_id"]) for h in holds if h["stale"]}
+        for record in records:
+            try:
+                hook.delete_worker(record["space_id"], record["id"], missing_ok=True)
+            except OctopusValidationError as exc:
+                if (record["space_id"], record["id"]) in stale:
+                    self.log.warning("%s: a stale lease keeps it (%s); left disabled", record["name"], exc)
+                    continue
+                self.log.info("%s: a step took it meanwhile (%s): draining again", record["name"], exc)
+                return False
+            except OctopusNotFoundError:
+                pass
+        return True

@@ -24,7 +24,6 @@ DEFAULT_INSTANCE_COUNT: dict[str, int] = {"aws": 2, "azure": 2, "gcp": 2, "local
 ASSET_ALIAS = "octopus-shared-workers"
 POLLING = "TentacleActive"
 STALE_HEALTH = frozenset({"Unavailable"})
-SPACE_ID_PATTERN = re.compile(r"^Spaces-\d+$", re.IGNORECASE)
 # Lower-case letters, digits and single hyphens; no cloud name as a hyphen-separated segment (see validate_prefix).
 NAME_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 NAME_PREFIX_MAX = 25

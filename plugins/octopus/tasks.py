@@ -142,6 +142,8 @@ def get_spaces(
         adoptions = find_adoptable(hook, plans, params.get("adopt") or []) if not teardown else {}
         for plan in plans:
             doc = docs[plan["cloud"]]
+            if not teardown:
+                plan_removal(plan, doc, hook)
             if teardown:
                 add_recorded_spaces(plan, doc)
                 continue
@@ -171,6 +173,19 @@ def get_spaces(
         )
     log.info("Discovery cost %d Octopus requests", hook.request_count)
     return plans
+
+
+def plan_removal(plan: dict[str, Any], doc: Mapping[str, Any], hook: OctopusHook) -> None:
+    """When the count shrinks: which instances of the last sealed fleet leave (``remove``; their names in
+    ``remove_instances`` for Terraform). ``drain_removed`` drains them before ``terraform_apply`` runs."""
+    from octopus.draining import choose_leaving
+
+    fleet = ledger.verified(doc, hook.evidence_signer())["fleet"] if doc.get("fleet") else None
+    leaving = choose_leaving((fleet or {}).get("workers") or [], int(plan["instance_count"]))
+    plan["remove"] = leaving
+    plan["remove_instances"] = [w["name"] for w in leaving]
+    if leaving:
+        log.info("%s: %d instances leave, drained first: %s", plan["cloud"], len(leaving), plan["remove_instances"])
 
 
 def find_adoptable(
@@ -404,6 +419,8 @@ def summarize(
         summary["dry_run"] = bool(params.get("dry_run", False))
         summary["evidence_rejected"] = {}
         summary["spaces_not_verified"] = {}
+        drains = [d for d in _as_list(context["ti"].xcom_pull(task_ids="drain_removed")) if d and d.get("records")]
+        summary["drain"] = {d["records"][0]["cloud"]: drain_report(d) for d in drains}
         if not summary["dry_run"]:
             signer = OctopusHook(octopus_conn_id=conn_id).evidence_signer()
             with fail_fast_on_bad_input():

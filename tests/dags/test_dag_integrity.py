@@ -36,7 +36,8 @@ def test_share_tasks_and_edges(share_dag):
     assert upstream == {
         "claim_deployment": [],
         "get_spaces": ["claim_deployment"],
-        "terraform_apply": ["get_spaces"],
+        "drain_removed": ["get_spaces"],  # instances a lower count removes are drained before Terraform runs
+        "terraform_apply": ["drain_removed", "get_spaces"],
         "wait_for_workers": ["get_spaces", "terraform_apply"],
         "spaces_to_share": ["get_spaces"],
         "share_to_space": ["spaces_to_share", "wait_for_workers"],

@@ -140,3 +140,32 @@ def test_a_stale_lease_is_reported_and_does_not_block_for_ever(shared):
     assert str(dag_run.state) == "success", states
     assert [w for w in control.state()["workers"] if w["Name"].startswith("t-local-")] == []
     assert_no_step_harmed(control)
+
+
+def test_a_scale_in_from_three_to_one_under_load_drains_first_and_kills_no_step(local_cloud, emulator):
+    control = emulator.control
+    control.reset(scenario())
+    dag_run, states = run_dag("share_octopus_workers", local_conf(instance_count={"local": 3}))
+    assert str(dag_run.state) == "success", states
+    long_steps = [control.start_task(LOCAL_POOL, 4, space=space) for space in SPACES for _ in range(3)]
+    assert {t.get("worker_name") for t in long_steps} >= {"t-local-2", "t-local-3"}
+    with Workload(control):
+        dag_run, states = run_dag("share_octopus_workers", local_conf(instance_count={"local": 1}))
+    assert str(dag_run.state) == "success", states
+    ours = sorted((w["SpaceId"], w["Name"]) for w in control.state()["workers"] if w["Name"].startswith("t-local-"))
+    assert ours == [("Spaces-1", "t-local-1"), ("Spaces-2", "t-local-1"), ("Spaces-3", "t-local-1")]
+    drained = xcom_value(dag_run, "drain_removed", map_index=0)
+    assert sorted({r["name"] for r in drained["records"]}) == ["t-local-2", "t-local-3"]  # the package chose them
+    assert len(drained["records"]) == 6
+    assert xcom_value(dag_run, "summarize")["drain"]["local"]["records"] == 6  # the summary shows the drain
+    assert_no_step_harmed(control)
+
+
+def test_an_unchanged_count_drains_nothing_and_reads_no_lease(local_cloud, emulator):
+    emulator.control.reset(scenario())
+    run_dag("share_octopus_workers", local_conf())
+    emulator.control.clear_requests()
+    dag_run, states = run_dag("share_octopus_workers", local_conf())
+    assert str(dag_run.state) == "success", states
+    assert xcom_value(dag_run, "drain_removed", map_index=0)["records"] == []
+    assert not [r for r in emulator.control.requests() if "workertaskleases" in r["path"]]

@@ -169,17 +169,21 @@ def test_a_pool_renamed_during_a_rebuild_keeps_the_evidence_and_retire_still_fin
 
 def test_a_failed_initial_space_index_fails_the_run_and_keeps_the_evidence(local_cloud, emulator):
     emulator.control.reset(make_scenario(3, [LOCAL_POOL]))
-    first, _ = run_dag("share_octopus_workers", local_conf())
-    gone = fleet_thumbprints(first)
-    emulator.control.set_faults({"readonly_spaces": ["Spaces-1"]})
+    run_dag("share_octopus_workers", local_conf())
+    # A space admin renamed our registration in the initial space: after a rebuild it is a stale record of ours
+    # there, which the initial space's index must prune, and Octopus refuses that delete.
+    mine = record(emulator.control.state(), "Space 001", "t-local-2")
+    api(emulator, "PUT", f"Spaces-1/workers/{mine['Id']}", json={**mine, "Name": "renamed by an admin"})
+    rebuild(emulator)
+    refusal = {"count": 10, "status": 403, "method": "DELETE", "path_regex": f"/workers/{mine['Id']}$"}
+    emulator.control.set_faults({"fail_next": [refusal]})
 
-    # One instance fewer: its record in the initial space must be pruned there, and Octopus refuses the write.
-    dag_run, states = run_dag("share_octopus_workers", local_conf(instance_count={"local": 1}))
+    dag_run, states = run_dag("share_octopus_workers", local_conf())
     assert states["share_to_space"]["Space 001"] == "failed"
     assert str(dag_run.state) == "failed", states
     summary = xcom_value(dag_run, "summarize", key="summary")
     assert "Space 001" in summary["failed_spaces"]
-    assert set(gone) <= set(owned())
+    assert mine["Endpoint"]["Thumbprint"] in owned()  # still held there: never forgotten
 
 
 def test_retire_with_an_unreadable_space_fails_and_keeps_the_evidence(local_cloud, emulator):

@@ -132,10 +132,10 @@ def test_three_daily_runs_with_rebuilds_keep_exactly_the_current_fleet(local_clo
     assert len({tuple(f) for f in seen_fleets}) == 3, "each rebuild brings new thumbprints"
 
 
-def test_busy_stale_worker_is_disabled_then_removed_next_run(local_cloud, emulator):
-    # Only our own stale copies are ever deleted: shrink the fleet so that t-local-2's copies go stale. The old
-    # intent (a stale Unavailable record pre-seeded in the pool gets pruned) is wrong by design now: such a record
-    # is foreign, so it is kept here too and must be left alone, listed as foreign, on every run.
+def test_a_worker_octopus_keeps_busy_stays_disabled_and_intact_then_goes_next_run(local_cloud, emulator):
+    # Shrink the fleet so that t-local-2 leaves. Octopus refuses to delete its copy in Space 002 ("currently in
+    # use"): the drain before Terraform then never ends, so t-local-2 stays disabled and its instance intact. A
+    # stale Unavailable record pre-seeded in the pool is foreign: left alone, listed as foreign, on every run.
     foreign = make_worker("old-worker", pools=[LOCAL_POOL], HealthStatus="Unavailable")
     emulator.control.reset(make_scenario(3, [LOCAL_POOL], workers={2: [foreign]}))
     foreign_before = record(emulator.control.state(), "Space 002", "old-worker")
@@ -144,15 +144,15 @@ def test_busy_stale_worker_is_disabled_then_removed_next_run(local_cloud, emulat
     busy_id = record(emulator.control.state(), "Space 002", "t-local-2")["Id"]
     emulator.control.set_faults({"busy_workers": [busy_id, foreign_before["Id"]]})
 
-    dag_run, states = run_dag("share_octopus_workers", local_conf(instance_count={"local": 1}))
+    dag_run, states = run_dag(
+        "share_octopus_workers", local_conf(instance_count={"local": 1}, drain_timeout_minutes=0.1)
+    )
 
-    assert str(dag_run.state) == "success", states
+    assert str(dag_run.state) == "failed", states
+    assert states["drain_removed"] == {"local": "failed"}
+    assert set(states["terraform_apply"].values()) == {"upstream_failed"}  # the instance was not removed
     kept = record(emulator.control.state(), "Space 002", "t-local-2")
     assert kept["IsDisabled"] is True
-    summary = xcom_value(dag_run, "summarize")
-    row = next(r for r in summary["spaces"] if r["space_name"] == "Space 002")
-    assert row["clouds"]["local"]["disabled"] == 1
-    assert summary["foreign"] == {"Space 002": ["old-worker"]}
 
     emulator.control.clear_faults()
     dag_run, states = run_dag("share_octopus_workers", local_conf(instance_count={"local": 1}))
@@ -162,6 +162,8 @@ def test_busy_stale_worker_is_disabled_then_removed_next_run(local_cloud, emulat
     assert identity(record(emulator.control.state(), "Space 002", "old-worker")) == identity(foreign_before)
     writes = [r for r in emulator.control.requests() if r["method"] != "GET" and foreign_before["Id"] in r["path"]]
     assert writes == [], "the foreign record was never written to"
+    summary = xcom_value(dag_run, "summarize")
+    assert summary["foreign"] == {"Space 002": ["old-worker"]}
 
 
 def test_worker_moved_out_of_pool_is_put_back_not_duplicated(local_cloud, emulator):

@@ -25,15 +25,23 @@ SHARE_DEFAULTS = {
     "name_prefix": "octopus-shared",
     "initial_space": "",
     "adopt": [],
-}
-RETIRE_DEFAULTS = {k: SHARE_DEFAULTS[k] for k in ("clouds", "worker_pool_name", "dry_run", "name_prefix")} | {
-    "initial_space": "",
-    "forget_spaces": [],
     "drain_timeout_minutes": 60,
     "force_drain": False,
     "stale_lease_minutes": 15,
-    "poll_interval_seconds": 30,
 }
+RETIRE_DEFAULTS = {
+    k: SHARE_DEFAULTS[k]
+    for k in (
+        "clouds",
+        "worker_pool_name",
+        "dry_run",
+        "name_prefix",
+        "drain_timeout_minutes",
+        "force_drain",
+        "stale_lease_minutes",
+        "poll_interval_seconds",
+    )
+} | {"initial_space": "", "forget_spaces": []}
 
 
 def widget(schema: dict, value) -> str:
@@ -156,6 +164,9 @@ class TestWidgets:
             "registration_timeout_minutes": "number",
             "poll_interval_seconds": "number",
             "adopt": "lines textarea",  # one thumbprint per line, from a dry run's summary
+            "drain_timeout_minutes": "number",
+            "force_drain": "switch",
+            "stale_lease_minutes": "number",
             "wait_mode": "dropdown",
         }
 

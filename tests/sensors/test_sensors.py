@@ -11,7 +11,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout, TaskDeferred
 
 from octopus import ledger
-from octopus.sensors import OctopusWorkersRegisteredSensor, expected_names_from
+from octopus.sensors import OctopusWorkersRegisteredSensor
 from octopus.triggers import OctopusWorkersRegisteredTrigger
 from octopus_emulator.scenario import make_scenario, make_worker
 
@@ -120,6 +120,12 @@ class TestSensor:
         assert isinstance(handed, OctopusWorkersRegisteredTrigger)
         assert handed.fleet_spec["instances"] == inventory("t-local-1", "t-local-2")["outputs"]["instances"]
         assert handed.poll_interval == 5 and deferred.value.method_name == "execute_complete"
+        # What the triggerer stores and rebuilds: plain JSON, the fleet_spec and nothing beside it.
+        classpath, kwargs = handed.serialize()
+        assert classpath == "octopus.triggers.OctopusWorkersRegisteredTrigger"
+        assert set(kwargs) == {"octopus_conn_id", "space_id", "pool_id", "fleet_spec", "poll_interval", "deadline"}
+        stored = json.loads(json.dumps(kwargs))
+        assert OctopusWorkersRegisteredTrigger(**stored).serialize() == (classpath, stored)
 
     def test_execute_complete_success_reads_again_before_recording(self, seeded, emulator):
         task = sensor({**seeded, "instance_count": 1}, terraform_output=inventory("t-local-1"))
@@ -162,13 +168,6 @@ class TestSensor:
     def test_bad_timeout_is_a_clear_error(self, seeded):
         with pytest.raises(AirflowException, match="registration_timeout must be a number"):
             sensor(seeded, registration_timeout="soon").execute(CONTEXT)
-
-
-def test_expected_names_from_terraform_output():
-    assert expected_names_from(json.dumps(inventory("t-local-1", "t-local-2"))) == ["t-local-1", "t-local-2"]
-    assert expected_names_from({"outputs": {"worker_names": ["a"]}}) == ["a"]
-    assert expected_names_from(None) == []
-    assert expected_names_from(json.dumps({"outputs": {}})) == []
 
 
 def test_trigger_deadline_in_the_past_times_out():

@@ -119,8 +119,8 @@ async def test_redirect_is_refused_and_never_followed(octopus_conn):
         octopus_conn(host=url)
         async with AsyncOctopusClient() as client:
             with pytest.raises(OctopusError, match=r"HTTP 302 .*to http://127.0.0.1:9/elsewhere.*not followed"):
-                await client.get_root()
-    assert hits == ["/api"]
+                await client.list_spaces()
+    assert hits == ["/api/spaces/all"]
 
 
 async def test_pacing_awaits_the_hooks_token_bucket(emulator, octopus_conn):

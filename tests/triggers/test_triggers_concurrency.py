@@ -15,7 +15,9 @@ from asgiref.sync import sync_to_async
 
 import octopus.triggers
 from octopus.aio import AsyncOctopusClient
-from octopus.triggers import OctopusWorkersRegisteredTrigger, check_registration
+from octopus.hooks import OctopusHook
+from octopus.sharing import registration_status
+from octopus.triggers import OctopusWorkersRegisteredTrigger
 
 SLOW_SECONDS = 1.5
 
@@ -44,7 +46,6 @@ def fleet_spec(expected: int) -> dict:
     return {
         "expected_count": expected,
         "name_prefix": "t-local",
-        "expected_names": names,
         "instances": [{"name": name, "id": f"i-{name}"} for name in names],
         "previous": [],
     }
@@ -146,13 +147,18 @@ async def test_errors_become_an_event_and_close_the_client(fast, clients, monkey
     assert all(client.closed for client in clients["octopus_fast"])
 
 
+def blocking_read(octopus_conn_id: str, space_id: str, pool_id: str, fleet_spec: dict) -> dict:
+    """One read of the pool with the sync hook, judged as the trigger judges it (blocks its thread)."""
+    with OctopusHook(octopus_conn_id=octopus_conn_id) as hook:
+        records = hook.list_workers(space_id, worker_pool_id=pool_id)
+    return registration_status(records, fleet_spec)["seen"]
+
+
 class BlockingTrigger(OctopusWorkersRegisteredTrigger):
     """The previous implementation: the sync hook through ``sync_to_async`` (thread-sensitive, one shared thread)."""
 
     async def run(self):
-        seen = await sync_to_async(check_registration)(
-            self.octopus_conn_id, self.space_id, self.pool_id, fleet_spec=self.fleet_spec
-        )
+        seen = await sync_to_async(blocking_read)(self.octopus_conn_id, self.space_id, self.pool_id, self.fleet_spec)
         yield octopus.triggers.TriggerEvent({"status": "success", "seen": seen})
 
 
