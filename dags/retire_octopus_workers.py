@@ -30,7 +30,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import AssetAlias, TriggerRule, dag, get_current_context, task
 
-from octopus.dag_defaults import CONN_ID, DEFAULT_ARGS, RETIRE_DESCRIPTION, RETIRE_PARAMS
+from octopus.dag_defaults import CONN_ID, DEFAULT_ARGS, DRAIN_ARGS, RETIRE_DESCRIPTION, RETIRE_PARAMS
 from octopus.operators import TerraformFleetOperator
 from octopus.sensors import DeploymentLeaseSensor, OctopusWorkersDrainedSensor
 from octopus.sharing import ASSET_ALIAS, SUPPORTED_CLOUDS
@@ -131,11 +131,7 @@ def retire_octopus_workers():
         task_id="wait_for_drain",
         records=disabled,
         octopus_conn_id=CONN_ID,
-        drain_timeout="{{ params.drain_timeout_minutes * 60 }}",
-        stale_after="{{ params.stale_lease_minutes * 60 }}",
-        poll_interval="{{ params.poll_interval_seconds }}",
-        force="{{ params.force_drain }}",
-        dry_run="{{ params.dry_run }}",
+        **DRAIN_ARGS,
     )
     copies = retire_copies.partial(fleets=fleets, drained=drained.output).expand(space=copy_spaces(plans))
     initials = retire_initial.partial(fleets=fleets, drained=drained.output).expand(space=initial_spaces(plans))

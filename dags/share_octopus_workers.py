@@ -47,6 +47,7 @@ from airflow.sdk import AssetAlias, TriggerRule, dag, get_current_context, task,
 from octopus.dag_defaults import (
     CONN_ID,
     DEFAULT_ARGS,
+    DRAIN_ARGS,
     SHARE_DESCRIPTION,
     SHARE_MAX_ACTIVE_TIS,
     SHARE_PARAMS,
@@ -95,11 +96,7 @@ def share_octopus_workers():
             task_id="drain_removed",
             fleet_plan=fleet_plan,
             octopus_conn_id=CONN_ID,
-            drain_timeout="{{ params.drain_timeout_minutes * 60 }}",
-            stale_after="{{ params.stale_lease_minutes * 60 }}",
-            poll_interval="{{ params.poll_interval_seconds }}",
-            force="{{ params.force_drain }}",
-            dry_run="{{ params.dry_run }}",
+            **DRAIN_ARGS,
             map_index_template="{{ task.fleet_plan['cloud'] }}",
         )
         applied = TerraformFleetOperator(

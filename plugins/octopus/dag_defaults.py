@@ -191,6 +191,29 @@ def initial_space_param() -> Param:
     )
 
 
+def poll_interval_param(description: str) -> Param:
+    return Param(
+        30,
+        type="integer",
+        minimum=1,
+        maximum=3600,
+        title="Poll interval (seconds)",
+        description=description,
+        section=SECTION_ADVANCED,
+    )
+
+
+#: How every drain (the share's ``drain_removed``, the retire's ``wait_for_drain``) takes its settings from the
+#: run's params: one place for both DAGs.
+DRAIN_ARGS: dict[str, str] = {
+    "drain_timeout": "{{ params.drain_timeout_minutes * 60 }}",
+    "stale_after": "{{ params.stale_lease_minutes * 60 }}",
+    "poll_interval": "{{ params.poll_interval_seconds }}",
+    "force": "{{ params.force_drain }}",
+    "dry_run": "{{ params.dry_run }}",
+}
+
+
 def drain_timeout_param() -> Param:
     return Param(
         DEFAULT_DRAIN_TIMEOUT_MINUTES,
@@ -273,14 +296,8 @@ SHARE_PARAMS = {
         description="How long to wait for a new fleet's workers to register and turn healthy before failing.",
         section=SECTION_ADVANCED,
     ),
-    "poll_interval_seconds": Param(
-        30,
-        type="integer",
-        minimum=1,
-        maximum=3600,
-        title="Poll interval (seconds)",
-        description="How often the wait checks Octopus for the fleet's workers.",
-        section=SECTION_ADVANCED,
+    "poll_interval_seconds": poll_interval_param(
+        "How often the wait checks Octopus for the fleet's workers, and a drain which steps still hold them."
     ),
     "drain_timeout_minutes": drain_timeout_param(),
     "force_drain": force_drain_param(),
@@ -321,14 +338,8 @@ RETIRE_PARAMS = {
     "drain_timeout_minutes": drain_timeout_param(),
     "force_drain": force_drain_param(),
     "stale_lease_minutes": stale_lease_param(),
-    "poll_interval_seconds": Param(
-        30,
-        type="integer",
-        minimum=1,
-        maximum=3600,
-        title="Poll interval (seconds)",
-        description="How often the drain reads which deployment steps still hold the workers.",
-        section=SECTION_ADVANCED,
+    "poll_interval_seconds": poll_interval_param(
+        "How often the drain reads which deployment steps still hold the workers."
     ),
     "forget_spaces": Param(
         [],

@@ -439,34 +439,14 @@ def take_ticket(
     circle.
     """
     clouds = sorted(set(clouds))
-    mine = {cloud: ticket_key(prefix, cloud, me) for cloud in clouds}
-    since = time.time()
-    for key in mine.values():
-        store.save(
-            key,
-            {
-                "dag_id": me["dag_id"],
-                "run_id": me["run_id"],
-                "task": me.get("task", ""),
-                "choosing": True,
-                "number": 0,
-                "since": since,
-            },
-        )
+    keys = [ticket_key(prefix, cloud, me) for cloud in clouds]
+    ticket = {"dag_id": me["dag_id"], "run_id": me["run_id"], "task": me.get("task", ""), "since": time.time()}
+    for key in keys:  # the doorway: a contender reading now waits for our number instead of overtaking us
+        store.save(key, {**ticket, "choosing": True, "number": 0})
     contest = _Contest(store, prefix, clouds, me, run_state)
     number = _my_number(contest) or contest.highest() + 1
-    for key in mine.values():
-        store.save(
-            key,
-            {
-                "dag_id": me["dag_id"],
-                "run_id": me["run_id"],
-                "task": me.get("task", ""),
-                "choosing": False,
-                "number": number,
-                "since": since,
-            },
-        )
+    for key in keys:
+        store.save(key, {**ticket, "choosing": False, "number": number})
     return number
 
 
