@@ -72,8 +72,7 @@ async def share_space(
     existing = await octopus.list_workers(space["id"])  # every style: a listening worker in a pool is foreign
     plan = plan_space(space, by_cloud, existing, prune=prune)
     if removes_records(plan):
-        plan["records"] = existing
-        hold_leased(plan, await aleases_or_none(lambda: octopus.list_worker_task_leases(space["id"])))
+        hold_leased(plan, existing, await aleases_or_none(lambda: octopus.list_worker_task_leases(space["id"])))
     clouds = initial_counts(space, plan)
     planned = _describe(plan["actions"])
     if not dry_run and needs_policy(plan):

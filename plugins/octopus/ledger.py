@@ -50,12 +50,6 @@ class LeaseError(Exception):
     """Another run holds the deployment, or a newer run has written since: this task writes nothing."""
 
 
-class Lease(TypedDict):
-    dag_id: str
-    run_id: str
-    task: str
-
-
 class OwnedEntry(TypedDict):
     thumbprint: str
     name: str

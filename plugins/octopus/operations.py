@@ -142,8 +142,7 @@ def share_space(
     existing = hook.list_workers(space["id"])  # every style: a listening worker in a pool is foreign, listed
     plan = plan_space(space, by_cloud, existing, prune=prune)
     if removes_records(plan):
-        plan["records"] = existing
-        hold_leased(plan, leases_or_none(lambda: hook.list_worker_task_leases(space["id"])))
+        hold_leased(plan, existing, leases_or_none(lambda: hook.list_worker_task_leases(space["id"])))
     clouds = initial_counts(space, plan)
     planned = _describe(plan["actions"])
     if not dry_run and needs_policy(plan):
@@ -186,16 +185,19 @@ def removes_records(plan: Mapping[str, Any]) -> bool:
     return any(a["op"] == "delete" or a["outcome"] == "unshared" for a in plan["actions"])
 
 
-def hold_leased(plan: dict[str, Any], leases: Sequence[Mapping[str, Any]] | None) -> None:
+def hold_leased(
+    plan: dict[str, Any], existing: Sequence[Mapping[str, Any]], leases: Sequence[Mapping[str, Any]] | None
+) -> None:
     """Drain rather than remove: a record a step holds now is only disabled (*draining*), never deleted or
     unshared under the step; a later run removes it once no lease holds it (and Octopus refuses a leased delete
-    anyway). ``leases`` is this try's read of the space's ``workertaskleases`` (``None``: the server has none,
-    before Octopus 2024.2: the refusal is then the only guard)."""
+    anyway). ``existing`` is this try's read of the space's workers, ``leases`` its read of the space's
+    ``workertaskleases`` (``None``: the server has none, before Octopus 2024.2: the refusal is then the only
+    guard)."""
     held = {lease.get("WorkerId") for lease in leases or []}
     for action in plan["actions"]:
         worker = action["worker"]
         if worker.get("Id") in held and (action["op"] == "delete" or action["outcome"] == "unshared"):
-            original = next((r for r in plan.get("records", []) if r["Id"] == worker["Id"]), worker)
+            original = next((r for r in existing if r["Id"] == worker["Id"]), worker)
             action["op"] = "update"
             action["outcome"] = "draining"
             action["worker"] = {**original, "IsDisabled": True}

@@ -476,18 +476,26 @@ class Instance(TypedDict):
     id: str
 
 
+def _terraform_result(terraform_output: Any) -> dict[str, Any] | None:
+    """``terraform_apply``'s XCom as a dict (a JSON line from older runs is decoded); ``None`` when absent."""
+    if not terraform_output:
+        return None
+    if isinstance(terraform_output, str):
+        import json
+
+        return json.loads(terraform_output)
+    return terraform_output
+
+
 def instances_from(terraform_output: Any) -> list[Instance] | None:
     """The instances the cloud actually runs (``instances`` output of the module), from ``terraform_apply``'s XCom.
 
     ``None`` when the output is absent (a dry run plans only); a module with ``worker_names`` only gives names
     whose ids are the names themselves (no replacement can then be told apart).
     """
-    if not terraform_output:
+    terraform_output = _terraform_result(terraform_output)
+    if terraform_output is None:
         return None
-    if isinstance(terraform_output, str):
-        import json
-
-        terraform_output = json.loads(terraform_output)
     outputs = terraform_output.get("outputs") or {}
     if "instances" in outputs:
         return [{"name": str(i["name"]), "id": str(i["id"])} for i in outputs["instances"] or []]
@@ -499,24 +507,18 @@ def instances_from(terraform_output: Any) -> list[Instance] | None:
 
 def registered_before_from(terraform_output: Any) -> dict[str, str] | None:
     """What ``terraform_apply`` read in the initial pool before applying (see ``TerraformFleetOperator``)."""
-    if not terraform_output:
+    terraform_output = _terraform_result(terraform_output)
+    if terraform_output is None:
         return None
-    if isinstance(terraform_output, str):
-        import json
-
-        terraform_output = json.loads(terraform_output)
     before = terraform_output.get("registered_before")
     return None if before is None else {str(k): str(v) for k, v in before.items()}
 
 
 def instances_before_from(terraform_output: Any) -> list[Instance] | None:
     """The instances Terraform's state held before ``terraform_apply`` ran (``None`` when unknown)."""
-    if not terraform_output:
+    terraform_output = _terraform_result(terraform_output)
+    if terraform_output is None:
         return None
-    if isinstance(terraform_output, str):
-        import json
-
-        terraform_output = json.loads(terraform_output)
     before = terraform_output.get("instances_before")
     return None if before is None else [{"name": str(i["name"]), "id": str(i["id"])} for i in before]
 

@@ -373,7 +373,7 @@ def compact(
     signer: ledger.Signer,
     cloud: str,
     results: Sequence[Mapping[str, Any]],
-) -> tuple[ledger.LedgerDoc, list[dict[str, Any]]]:
+) -> tuple[ledger.LedgerDoc, list[dict[str, Any]], list[str]]:
     """Under the lease: the ledger of ``cloud`` keeping only what this run could not prove gone.
 
     Returns the saved ledger, the evidence that failed verification (moved aside, never acted on), and the
