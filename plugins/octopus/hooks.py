@@ -50,7 +50,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -84,6 +84,7 @@ __all__ = ["OctopusHook", "RetryEvent"]
 
 _SPACE_ID = re.compile(r"Spaces-\d+")
 _WORKER_ID = re.compile(r"Workers-\d+")
+TASK_STATES = ("New", "Queued", "Executing", "Cancelling", "Success", "Failed", "Canceled", "TimedOut")
 _TASK_ID = re.compile(r"ServerTasks-\d+")
 _WORKER_POOL_ID = re.compile(r"WorkerPools-\d+")
 _THUMBPRINT = re.compile(r"[0-9A-Fa-f]+")
@@ -924,6 +925,17 @@ class OctopusHook(HttpHook):
         """
         self._check_id("space_id", space_id, _SPACE_ID, "Spaces-1")
         return self._get_paged(f"/api/{space_id}/workertaskleases")
+
+    def list_tasks(self, space_id: str, *, states: Sequence[str] = ("Queued", "Executing")) -> list[dict[str, Any]]:
+        """A space's server tasks in these states (``GET /api/{spaceId}/tasks?states=...``, all pages), newest first.
+
+        ``Queued`` + ``Executing`` is the scaler's leading signal of demand; leases are the load itself.
+        """
+        self._check_id("space_id", space_id, _SPACE_ID, "Spaces-1")
+        unknown = sorted(set(states) - set(TASK_STATES))
+        if unknown or not states:
+            raise ValueError(f"states must be a non-empty subset of {list(TASK_STATES)}, got {list(states)!r}")
+        return self._get_paged(f"/api/{space_id}/tasks", {"states": ",".join(states)})
 
     def get_task(self, space_id: str, task_id: str) -> dict[str, Any]:
         """One server task (``GET /api/{spaceId}/tasks/{id}``): its ``State``, ``IsCompleted`` and times."""
