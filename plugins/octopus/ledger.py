@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypedDict
 
-from octopus.sharing import SharingError
+from octopus.errors import LeaseHeldError, SharingError
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ CHOOSING_WAIT_SECONDS = 30.0
 EVIDENCE_CONTEXT = b"octopus-shared-workers/evidence/v2"
 
 
-class LeaseError(Exception):
-    """Another run holds the deployment, or a newer run has written since: this task writes nothing."""
+#: Another run holds the deployment, or a newer run has written since: this task writes nothing.
+LeaseError = LeaseHeldError
 
 
 class OwnedEntry(TypedDict):
