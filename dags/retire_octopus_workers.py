@@ -34,6 +34,7 @@ from octopus.dag_defaults import CONN_ID, DEFAULT_ARGS, DRAIN_ARGS, RETIRE_DESCR
 from octopus.operators import TerraformFleetOperator
 from octopus.sensors import DeploymentLeaseSensor, OctopusWorkersDrainedSensor
 from octopus.sharing import ASSET_ALIAS, SUPPORTED_CLOUDS
+from octopus.wiring import upstream_ids
 
 
 @dag(
@@ -116,11 +117,11 @@ def retire_octopus_workers():
         tasks.retire_from_space(space, fleets, context, conn_id=CONN_ID, drained=drained)
 
     @task(trigger_rule=TriggerRule.ALL_DONE, multiple_outputs=False, outlets=[AssetAlias(ASSET_ALIAS)])
-    def summarize(plans) -> dict:
+    def summarize(plans, upstream: dict) -> dict:
         """Teardown table; releases the lease; emits the retired Asset on full success."""
         from octopus import tasks
 
-        return tasks.summarize_retire(plans, get_current_context(), conn_id=CONN_ID)
+        return tasks.summarize_retire(plans, get_current_context(), upstream=upstream, conn_id=CONN_ID)
 
     plans = get_spaces()
     claim >> plans
@@ -144,7 +145,9 @@ def retire_octopus_workers():
         trigger_rule=TriggerRule.NONE_FAILED,
         execution_timeout=timedelta(minutes=45),
     ).expand(fleet_plan=plans)
-    copies >> initials >> destroy >> summarize(plans)
+    # The summary finds its inputs by these objects' task ids: renaming a task here cannot break it.
+    read_from = {"results": upstream_ids(copies, initials), "drain": drained.task_id, "destroy": destroy.task_id}
+    copies >> initials >> destroy >> summarize(plans, read_from)
 
 
 retire_octopus_workers()

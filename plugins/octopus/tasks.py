@@ -27,6 +27,7 @@ from octopus.sharing import (
     spaces_to_visit,
 )
 from octopus.sharing import summarize as summarize_results
+from octopus.wiring import RetireUpstream
 
 log = logging.getLogger(__name__)
 
@@ -604,6 +605,7 @@ def summarize_retire(
     context: Mapping[str, Any],
     store: ledger.LedgerStore | None = None,
     *,
+    upstream: RetireUpstream,
     conn_id: str,
 ) -> dict[str, Any]:
     """Teardown table; forgets what was proven removed, releases the lease.
@@ -618,14 +620,15 @@ def summarize_retire(
         if not plans:
             raise AirflowFailException("get_spaces produced no plan: see its log for the reason")
         ti = context["ti"]
-        results = space_results(context, ("retire_copies", "retire_initial"))
+        results = space_results(context, upstream["results"])
         summary = summarize_results(results, [])
         summary["dry_run"] = bool(params.get("dry_run", False))
-        done = {_destroy_output(line)["cloud"] for line in _as_list(ti.xcom_pull(task_ids="terraform_destroy")) if line}
+        destroyed = _as_list(ti.xcom_pull(task_ids=upstream["destroy"]))
+        done = {_destroy_output(line)["cloud"] for line in destroyed if line}
         summary["destroyed"] = sorted(done)
         summary["not_destroyed"] = sorted({p["cloud"] for p in plans} - done)
         summary["spaces_left"] = {}
-        summary["drain"] = drain_report(ti.xcom_pull(task_ids="wait_for_drain"))
+        summary["drain"] = drain_report(ti.xcom_pull(task_ids=upstream["drain"]))
         let_go = {str(s).strip().casefold() for s in params.get("forget_spaces") or [] if str(s).strip()}
         if not summary["dry_run"]:
             signer = OctopusHook(octopus_conn_id=conn_id).evidence_signer()
