@@ -3,12 +3,15 @@
 Airflow reads :func:`get_provider_info` through the ``apache_airflow_provider`` entry point declared in
 ``pyproject.toml`` (``pip install .``, or ``pip install -e .`` for development). The connection form is declared
 here (``conn-fields`` and ``ui-field-behaviour``, the Airflow 3.2+ way) rather than by methods on the hook, so the
-API server builds the form without importing the hook. This module imports nothing from Airflow.
+API server builds the form without importing the hook. The fields come from :mod:`octopus.settings`; neither
+module imports anything from Airflow.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from octopus import settings
 
 __all__ = ["CONNECTION_TYPE", "EXTRA_FIELDS", "FIELD_BEHAVIOUR", "HOOK_CLASS", "get_provider_info"]
 
@@ -16,53 +19,11 @@ PACKAGE_NAME = "octopus-shared-workers"
 CONNECTION_TYPE = "octopus"
 HOOK_CLASS = "octopus.hooks.OctopusHook"
 
-#: The extras of an ``octopus`` connection, as typed form fields. The keys are the extra's keys (the UI stores
-#: each field under its own name in the connection's extra); every field is optional (``null`` = the hook's
-#: default, named in the description: Airflow 3.3 shows no placeholder in a number field).
-EXTRA_FIELDS: dict[str, dict[str, Any]] = {
-    "verify": {
-        "label": "Verify TLS certificate",
-        "description": "Keep it on. Turn it off only for a test server with a self-signed certificate; for a "
-        "private CA keep it on and set REQUESTS_CA_BUNDLE on the Airflow machines (or put the bundle's path "
-        'in the extra as "verify").',
-        # A default, unlike the other fields: the switch must show what an untouched connection does.
-        "schema": {"type": ["boolean", "null"], "default": True},
-    },
-    "timeout": {
-        "label": "Timeout (seconds)",
-        "description": "Seconds to wait for each HTTP response (connect and read). Default 30.",
-        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "examples": [30]},
-    },
-    "page_size": {
-        "label": "Page size",
-        "description": "Items per page when listing workers (the API's take). Default 1000.",
-        "schema": {"type": ["integer", "null"], "minimum": 1, "examples": [1000]},
-    },
-    "max_requests_per_minute": {
-        "label": "Max requests per minute",
-        "description": "The server's rate limit for this API key (Octopus 2026.3+ allows 200 a minute by "
-        "default). Tasks running in parallel share it between them. Empty: no client-side pacing.",
-        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "examples": [180]},
-    },
-    "max_attempts": {
-        "label": "Max attempts",
-        "description": "Attempts per request, the first included, on connection errors, timeouts and 5xx "
-        "(429 answers do not count: the retry budget bounds them). Default 6.",
-        "schema": {"type": ["integer", "null"], "minimum": 1, "examples": [6]},
-    },
-    "max_retry_seconds": {
-        "label": "Retry budget (seconds)",
-        "description": "Total time one request may spend retrying, waits included. Default 120.",
-        "schema": {"type": ["number", "null"], "minimum": 0, "examples": [120]},
-    },
-    "evidence_secret": {
-        "label": "Evidence key",
-        "description": "Secret that seals the deployments' ownership evidence (HMAC). Empty: the API key. Set it "
-        "to keep the evidence valid across API-key rotations; whoever holds it can make the package treat "
-        "records as its own, so guard it like the key.",
-        "schema": {"type": ["string", "null"], "format": "password"},
-    },
-}
+#: The extras of an ``octopus`` connection, as typed form fields, generated from :mod:`octopus.settings` (labels,
+#: descriptions, bounds and defaults are declared there). The keys are the extra's keys (the UI stores each field
+#: under its own name in the connection's extra); every field is optional (``null`` = the hook's default, named in
+#: the description: Airflow 3.3 shows no placeholder in a number field).
+EXTRA_FIELDS: dict[str, dict[str, Any]] = settings.connection_fields()
 
 #: Standard fields: the server URL and the API key; login, schema and port are not used.
 FIELD_BEHAVIOUR: dict[str, Any] = {
@@ -71,11 +32,7 @@ FIELD_BEHAVIOUR: dict[str, Any] = {
     "placeholders": {
         "host": "https://octopus.example.com",
         "password": "API-XXXXXXXXXXXXXXXXXXXXXXXXXX",
-        "timeout": "30",
-        "page_size": "1000",
-        "max_requests_per_minute": "180",
-        "max_attempts": "6",
-        "max_retry_seconds": "120",
+        **settings.field_placeholders(),
     },
 }
 

@@ -6,14 +6,22 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowException
 
+from octopus.settings import FALSE_WORDS, TRUE_WORDS
+
+#: What Jinja renders an unset value as: false, too.
+_RENDERED_UNSET = frozenset({"", "none"})
+
 
 def as_bool(value: Any) -> bool:
+    """A rendered boolean: the words of :data:`octopus.settings.TRUE_WORDS` / ``FALSE_WORDS`` (and ``""`` or
+    ``"None"``, an unset value, as false); anything else raises ``ValueError``."""
     if isinstance(value, str):
-        if value.strip().lower() in {"true", "1", "yes"}:
+        word = value.strip().lower()
+        if word in TRUE_WORDS:
             return True
-        if value.strip().lower() in {"false", "0", "no", "", "none"}:
+        if word in FALSE_WORDS or word in _RENDERED_UNSET:
             return False
-        raise ValueError(f"expected a boolean, got {value!r}")
+        raise ValueError(f"expected a boolean ({', '.join(sorted(TRUE_WORDS | FALSE_WORDS))}), got {value!r}")
     return bool(value)
 
 
