@@ -7,19 +7,20 @@ import string
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from octopus import settings
 from octopus.errors import SharingError
 
-SUPPORTED_CLOUDS: dict[str, str] = {"aws": "AWS", "azure": "Azure", "gcp": "GCP", "local": "Local"}
-DEFAULT_POOL_NAME_TEMPLATE = "{cloud} Worker Pool TF"
-DEFAULT_NAME_PREFIX = "octopus-shared"
-DEFAULT_INSTANCE_COUNT: dict[str, int] = {"aws": 2, "azure": 2, "gcp": 2, "local": 3}
+SUPPORTED_CLOUDS: dict[str, str] = settings.CLOUDS
+DEFAULT_POOL_NAME_TEMPLATE: str = settings.default("worker_pool_name")
+DEFAULT_NAME_PREFIX: str = settings.default("name_prefix")
+DEFAULT_INSTANCE_COUNT: dict[str, int] = settings.default("instance_count")
 #: The Asset alias both DAGs emit through: octopus://<server>/shared-workers/<prefix>[/retired].
 ASSET_ALIAS = "octopus-shared-workers"
 POLLING = "TentacleActive"
 STALE_HEALTH = frozenset({"Unavailable"})
 # Lower-case letters, digits and single hyphens; no cloud name as a hyphen-separated segment (see validate_prefix).
-NAME_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
-NAME_PREFIX_MAX = 25
+NAME_PREFIX_PATTERN = re.compile(settings.setting("name_prefix").bounds["pattern"])
+NAME_PREFIX_MAX: int = settings.setting("name_prefix").bounds["maxLength"]
 
 
 def pool_name(cloud: str, template: str = DEFAULT_POOL_NAME_TEMPLATE) -> str:

@@ -243,11 +243,6 @@ PENDING: dict[str, dict[Any, str]] = {
         60.0: "DEFAULT_DRAIN_TIMEOUT_MINUTES = 60: settings.default('drain_timeout_minutes')",
         5.0: "DEFAULT_SETTLE_SECONDS = 5.0: settings.default('drain_settle_seconds')",
     },
-    "plugins/octopus/naming.py": {
-        "{cloud} Worker Pool TF": "DEFAULT_POOL_NAME_TEMPLATE: settings.default('worker_pool_name')",
-        "octopus-shared": "DEFAULT_NAME_PREFIX: settings.default('name_prefix')",
-        '{"aws": 2, "azure": 2, "gcp": 2, "local": 3}': "DEFAULT_INSTANCE_COUNT: settings.default('instance_count')",
-    },
     "dags/autoscale_octopus_workers.py": {
         "octopus_default": "CONN_ID: octopus.dag_defaults.CONN_ID (settings.default('conn_id'))",
         '["aws", "azure", "gcp"]': "the clouds param: declare its params in settings (help_by_dag) and use "
