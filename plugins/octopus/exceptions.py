@@ -1,8 +1,9 @@
-"""Typed errors raised by :class:`octopus.hooks.OctopusHook`.
+"""Typed errors of the Octopus API core (:mod:`octopus.api`), raised alike by :class:`octopus.hooks.OctopusHook` and
+:class:`octopus.aio.AsyncOctopusClient`.
 
 Every error names what failed (HTTP method, server-relative path, status) and carries Octopus's own
 ``ErrorMessage`` and ``Errors[]`` when the server sent them, so a failed Airflow task says what to fix.
-None of them ever contains the API key: the hook scrubs every text it puts into an error.
+None of them ever contains the API key: the core scrubs every text it puts into an error.
 
 =================================  ============================================================
 class                              raised for
@@ -50,10 +51,10 @@ class OctopusError(AirflowException):
     :param errors: Octopus's ``Errors[]`` (validation details), if any.
     :param retry_after: seconds the server asked us to wait (``Retry-After``), if any.
     :param attempts: how many times the request was sent before giving up.
-    :param hint: what to check or change, when the hook can tell.
+    :param hint: what to check or change, when the core can tell.
     """
 
-    #: Whether the hook retries a request that failed with this error.
+    #: Whether a request that failed with this error is retried (:func:`octopus.api.retry_policy`).
     retryable: bool = False
 
     def __init__(

@@ -1,34 +1,44 @@
 """The I/O side of sharing: read a space, carry out :func:`octopus.sharing.plan_space`, report per cloud.
 
-Used by the DAG tasks and directly by benchmarks; every Octopus call goes through :class:`OctopusHook`.
+Used by the DAG tasks and directly by benchmarks. The per-space share and the writes of a plan are written once, as
+operations over the API core (:mod:`octopus.api`): :func:`share_steps` and :func:`execute_steps` yield the core's
+effects, so the sync :class:`~octopus.hooks.OctopusHook` (a worker: threads) and the async
+:class:`~octopus.aio.AsyncOctopusClient` (the triggerer: coroutines, :mod:`octopus.aoperations`) drive the same code.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from octopus.api import OctopusApi, Operation, Parallel, parallel_map
 from octopus.exceptions import OctopusError, OctopusNotFoundError, OctopusPermissionError, OctopusValidationError
 from octopus.sharing import SpaceAccessError, plan_fleets, plan_retire, plan_space, record_key, same_name
 
 if TYPE_CHECKING:
     from octopus.hooks import OctopusHook
 
+__all__ = [
+    "DEFAULT_PARALLELISM",
+    "DISCOVERY_PARALLELISM",
+    "disable_space",
+    "discover",
+    "execute_actions",
+    "execute_steps",
+    "log_space_result",
+    "parallel_map",
+    "retire_space",
+    "share_space",
+    "share_steps",
+    "space_verdict",
+]
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PARALLELISM = 8
 #: Pool listings in flight during discovery (``get_spaces``: one read per space, nothing written).
 DISCOVERY_PARALLELISM = 16
-
-
-def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], parallelism: int) -> list[Any]:
-    """``[fn(i) for i in items]`` on up to ``parallelism`` threads (one shared keep-alive session), in order."""
-    if parallelism <= 1 or len(items) <= 1:
-        return [fn(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(parallelism, len(items))) as pool:
-        return list(pool.map(fn, items))
 
 
 def discover(
@@ -43,6 +53,7 @@ def discover(
     pins: Mapping[str, Mapping[str, Any] | None] | None = None,
     initial_space: str | None = None,
     follow_pins: bool = False,
+    policy: Any = None,
 ) -> list[dict[str, Any]]:
     """Fleet plans for ``clouds`` (see :func:`octopus.sharing.plan_fleets`): one request for the spaces, one per
     space that matters for its pools, fetched concurrently."""
@@ -87,17 +98,18 @@ def discover(
         pins=pins,
         initial_space=initial_space,
         follow_pins=follow_pins,
+        policy=policy,
     )
 
 
-def resolve_unknown_pools(hook: OctopusHook, space: Mapping[str, Any]) -> dict[str, Any]:
+def resolve_unknown_pools(api: OctopusApi, space: Mapping[str, Any]) -> Operation:
     """Fill in pool ids that discovery could not read (the space answered 403 then): one more read.
 
     Clouds whose pool the space turns out not to have are dropped from the visit.
     """
     if all(p["pool_id"] for p in space["pools"].values()):
         return dict(space)
-    return resolve_pools(space, hook.list_worker_pools(space["id"]))
+    return resolve_pools(space, (yield from api.list_worker_pools(space["id"])))
 
 
 def resolve_pools(space: Mapping[str, Any], pools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -130,29 +142,46 @@ def share_space(
     dry_run: bool,
     parallelism: int = DEFAULT_PARALLELISM,
 ) -> dict[str, Any]:
-    """Make ``space`` hold exactly the ready ``fleets`` in its shared pools; return the per-cloud outcome.
+    """Make ``space`` hold exactly the ready ``fleets`` in its shared pools; return the per-cloud outcome
+    (:func:`share_steps` on the sync hook, the writes on up to ``parallelism`` threads)."""
+    return hook.drive(share_steps(hook.api, space, fleets, prune=prune, dry_run=dry_run, parallelism=parallelism))
 
-    Cost: one read of the space's polling workers, made here so that every write rests on a read of this same
-    task try; the default machine policy only when a worker must be added; then at most one request per record.
-    A failure of one write marks its cloud failed and the others go on; the caller decides whether a result with
-    failures fails the task.
+
+def share_steps(
+    api: OctopusApi,
+    space: Mapping[str, Any],
+    fleets: Sequence[Mapping[str, Any]],
+    *,
+    prune: bool,
+    dry_run: bool,
+    parallelism: int = DEFAULT_PARALLELISM,
+) -> Operation:
+    """The per-space share, as an operation of the API core (both share modes drive this one).
+
+    Cost: one read of the space's workers (every communication style: a listening worker in a pool is foreign,
+    listed), made here so that every write rests on a read of this same task try; the space's leases only when a
+    record would leave a pool; the default machine policy only when a worker must be added; then at most one
+    request per record. A failure of one write marks its cloud failed and the others go on; the caller decides
+    whether a result with failures fails the task.
     """
     by_cloud = {fleet["cloud"]: fleet for fleet in fleets}
-    space = resolve_unknown_pools(hook, space)
-    existing = hook.list_workers(space["id"])  # every style: a listening worker in a pool is foreign, listed
+    space = yield from resolve_unknown_pools(api, space)
+    existing = yield from api.list_workers(space["id"])
     plan = plan_space(space, by_cloud, existing, prune=prune)
     if removes_records(plan):
-        hold_leased(plan, existing, leases_or_none(lambda: hook.list_worker_task_leases(space["id"])))
+        hold_leased(plan, existing, (yield from leases_or_none(api, space["id"])))
     clouds = initial_counts(space, plan)
     planned = _describe(plan["actions"])
     if not dry_run and needs_policy(plan):
         try:
-            policy_id = hook.get_default_machine_policy(space["id"])["Id"]
+            policy_id = (yield from api.get_default_machine_policy(space["id"]))["Id"]
         except OctopusError as exc:
             drop_creates(plan, clouds, exc)
         else:
             assign_policy(plan, policy_id)
-    result = _carry_out(hook, space, plan["actions"], clouds, planned, dry_run=dry_run, parallelism=parallelism)
+    result = yield from _carry_out(
+        api, space, plan["actions"], clouds, planned, dry_run=dry_run, parallelism=parallelism
+    )
     return _with_ownership(result, plan)
 
 
@@ -228,19 +257,10 @@ def assign_policy(plan: Mapping[str, Any], policy_id: str) -> None:
             action["worker"]["MachinePolicyId"] = policy_id
 
 
-def leases_or_none(read: Callable[[], Any]) -> Any:
-    """A lease read, or ``None`` where the server has no ``workertaskleases`` (404: before Octopus 2024.2)."""
+def leases_or_none(api: OctopusApi, space_id: str) -> Operation:
+    """The space's lease read, or ``None`` where the server has no ``workertaskleases`` (404: before Octopus 2024.2)."""
     try:
-        return read()
-    except OctopusNotFoundError:
-        log.warning("This Octopus Server lists no worker task leases (before 2024.2): a refused delete is the guard")
-        return None
-
-
-async def aleases_or_none(read: Callable[[], Any]) -> Any:
-    """As :func:`leases_or_none`, for the async client."""
-    try:
-        return await read()
+        return (yield from api.list_worker_task_leases(space_id))
     except OctopusNotFoundError:
         log.warning("This Octopus Server lists no worker task leases (before 2024.2): a refused delete is the guard")
         return None
@@ -268,48 +288,70 @@ def execute_actions(
     *,
     tolerate_refusal: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> None:
+    """:func:`execute_steps` on the sync hook (up to ``parallelism`` threads)."""
+    hook.drive(execute_steps(hook.api, space_id, actions, clouds, parallelism, tolerate_refusal=tolerate_refusal))
+
+
+def execute_steps(
+    api: OctopusApi,
+    space_id: str,
+    actions: Sequence[dict[str, Any]],
+    clouds: dict[str, dict[str, Any]],
+    parallelism: int = DEFAULT_PARALLELISM,
+    *,
+    tolerate_refusal: Callable[[Mapping[str, Any]], bool] | None = None,
+) -> Operation:
     """Carry out planned writes concurrently, counting each outcome (or error) into ``clouds[cloud]``.
 
     A delete Octopus refuses (a busy worker) disables the record instead, to be retried on the next run; with
     ``tolerate_refusal`` (a teardown, after its drain) a refusal fails the record unless ``tolerate_refusal``
-    says it is expected (a proven-stale lease). A delete of a record that is already gone counts as done.
+    says it is expected (a proven-stale lease). A delete of a record that is already gone counts as done; a lost
+    POST whose retry meets our own record counts as added.
     """
-
-    def run(action: dict[str, Any]) -> tuple[dict[str, Any], str, str | None, bool]:
-        worker = action["worker"]
-        try:
-            if action["op"] == "create":
-                try:
-                    hook.create_worker(space_id, worker)
-                except OctopusValidationError:
-                    # A POST whose answer was lost may have been applied; its retry then meets our own record.
-                    if not _created_already(hook, space_id, worker):
-                        raise
-                    return action, "added", f"{worker['Name']}: created by an earlier attempt", False
-            elif action["op"] == "update":
-                hook.update_worker(space_id, worker)
-            else:
-                try:
-                    hook.delete_worker(space_id, worker["Id"])
-                except OctopusNotFoundError:
-                    pass  # already gone: the goal is reached
-                except OctopusValidationError as exc:
-                    if not worker.get("IsDisabled"):
-                        hook.update_worker(space_id, {**worker, "IsDisabled": True})
-                    if tolerate_refusal is not None and not tolerate_refusal(worker):
-                        note = (
-                            f"delete {worker['Name']} refused ({exc.error_message}): a step took it after the drain; "
-                            "left disabled and in place, its instance is not destroyed. Clear this task to drain again"
-                        )
-                        return action, "failed", note, False
-                    note = f"{worker['Name']}: delete refused ({exc.error_message}); disabled"
-                    return action, "disabled", note, False
-            return action, action["outcome"], None, False
-        except OctopusError as exc:
-            return action, "failed", f"{action['op']} {worker.get('Name')}: {exc}", exc.retryable
-
-    for action, outcome, note, retryable in parallel_map(run, list(actions), parallelism):
+    writes = [_write(api, space_id, action, tolerate_refusal) for action in actions]
+    for action, outcome, note, retryable in (yield Parallel(writes, parallelism)):
         count_outcome(clouds, action, outcome, note, retryable)
+
+
+def _write(
+    api: OctopusApi,
+    space_id: str,
+    action: dict[str, Any],
+    tolerate_refusal: Callable[[Mapping[str, Any]], bool] | None,
+) -> Operation:
+    """One planned write: ``(action, outcome, note, retryable)``; never raises an Octopus error."""
+    worker = action["worker"]
+    try:
+        if action["op"] == "create":
+            try:
+                yield from api.create_worker(space_id, worker)
+            except OctopusValidationError:
+                # A POST whose answer was lost may have been applied; its retry then meets our own record.
+                mine = yield from api.list_workers(space_id, thumbprint=worker["Endpoint"]["Thumbprint"])
+                if not created_already(worker, mine):
+                    raise
+                return action, "added", f"{worker['Name']}: created by an earlier attempt", False
+        elif action["op"] == "update":
+            yield from api.update_worker(space_id, worker)
+        else:
+            try:
+                yield from api.delete_worker(space_id, worker["Id"])
+            except OctopusNotFoundError:
+                pass  # already gone: the goal is reached
+            except OctopusValidationError as exc:
+                if not worker.get("IsDisabled"):
+                    yield from api.update_worker(space_id, {**worker, "IsDisabled": True})
+                if tolerate_refusal is not None and not tolerate_refusal(worker):
+                    note = (
+                        f"delete {worker['Name']} refused ({exc.error_message}): a step took it after the drain; "
+                        "left disabled and in place, its instance is not destroyed. Clear this task to drain again"
+                    )
+                    return action, "failed", note, False
+                note = f"{worker['Name']}: delete refused ({exc.error_message}); disabled"
+                return action, "disabled", note, False
+        return action, action["outcome"], None, False
+    except OctopusError as exc:
+        return action, "failed", f"{action['op']} {worker.get('Name')}: {exc}", exc.retryable
 
 
 def count_outcome(
@@ -331,10 +373,6 @@ def count_outcome(
         counts[outcome] += 1
         if note:
             counts.setdefault("notes", []).append(note)
-
-
-def _created_already(hook: OctopusHook, space_id: str, body: Mapping[str, Any]) -> bool:
-    return created_already(body, hook.list_workers(space_id, thumbprint=body["Endpoint"]["Thumbprint"]))
 
 
 def created_already(body: Mapping[str, Any], workers: Sequence[Mapping[str, Any]]) -> bool:
@@ -400,7 +438,7 @@ def retire_space(
     One read, then at most one write per record; foreign records are counted and left alone.
     """
     try:
-        space = resolve_unknown_pools(hook, space)
+        space = hook.drive(resolve_unknown_pools(hook.api, space))
         existing = hook.list_workers(space["id"])  # every style: a listening worker in a pool is foreign, listed
     except OctopusNotFoundError:
         log.warning("Space %s (%s) no longer exists: nothing of ours can be left there", space["name"], space["id"])
@@ -417,15 +455,17 @@ def retire_space(
             counts["notes"].append(f"space {space['id']} no longer exists: confirmed gone")
     actions = plan["actions"]
     stale = set(stale_ids)
-    result = _carry_out(
-        hook,
-        space,
-        actions,
-        clouds,
-        _describe(actions),
-        dry_run=dry_run,
-        parallelism=parallelism,
-        tolerate_refusal=lambda worker: worker["Id"] in stale,
+    result = hook.drive(
+        _carry_out(
+            hook.api,
+            space,
+            actions,
+            clouds,
+            _describe(actions),
+            dry_run=dry_run,
+            parallelism=parallelism,
+            tolerate_refusal=lambda worker: worker["Id"] in stale,
+        )
     )
     return _with_ownership(result, {**plan, "owned_remaining": {}})
 
@@ -435,7 +475,7 @@ def _describe(actions: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _carry_out(
-    hook: OctopusHook,
+    api: OctopusApi,
     space: Mapping[str, Any],
     actions: Sequence[dict[str, Any]],
     clouds: dict[str, dict[str, Any]],
@@ -444,12 +484,12 @@ def _carry_out(
     dry_run: bool,
     parallelism: int,
     tolerate_refusal: Callable[[Mapping[str, Any]], bool] | None = None,
-) -> dict[str, Any]:
+) -> Operation:
     """Count the planned writes (``dry_run``) or execute them, and build the space's result."""
     if dry_run:
         count_planned(actions, clouds)
     else:
-        execute_actions(hook, space["id"], actions, clouds, parallelism, tolerate_refusal=tolerate_refusal)
+        yield from execute_steps(api, space["id"], actions, clouds, parallelism, tolerate_refusal=tolerate_refusal)
     return _result(space, clouds, planned, dry_run=dry_run)
 
 

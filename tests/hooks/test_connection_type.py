@@ -55,7 +55,7 @@ class TestFormShapedExtras:
         session = hook.get_conn()
         assert session.verify is True
         assert hook.pacing is None
-        assert hook._settings.page_size == 1000 and hook._settings.max_attempts == 6
+        assert hook.api.settings.page_size == 1000 and hook.api.settings.max_attempts == 6
         for name in ("verify", "timeout", "page_size", "max_requests_per_minute", "max_attempts"):
             assert name not in session.headers  # own extras are never sent as headers, null or not
         assert hook.list_spaces()
@@ -64,7 +64,7 @@ class TestFormShapedExtras:
         octopus_conn(conn_type="octopus", verify=False, timeout=12.5, page_size=7, max_requests_per_minute=90)
         hook = OctopusHook()
         assert hook.get_conn().verify is False
-        assert hook._settings.timeout == 12.5 and hook._settings.page_size == 7
+        assert hook.api.settings.timeout == 12.5 and hook.api.settings.page_size == 7
         assert hook.pacing.rate_per_minute == 90
 
 

@@ -1,7 +1,7 @@
 """The seam between ``OctopusHook``/``AsyncOctopusClient`` and the HTTP provider's private parts, checked in one place.
 
 ``OctopusHook`` subclasses ``HttpHook`` and relies on members the provider does not document as API (see
-docs/design.md, "HttpHook seam: pinned, tested"); pyproject.toml therefore pins the provider to the minor series
+docs/design.md, "HTTP transport"); pyproject.toml therefore pins the provider to the minor series
 these tests pass with. Each test checks one member against the provider itself, not through the hook, so an
 upgrade that renames, removes or reshapes one fails here, by name, instead of somewhere deep in a share.
 """
@@ -177,7 +177,7 @@ def test_the_hook_and_the_client_use_nothing_else_private_from_the_provider():
     """A new private reach-in must be added to this file (and docs/design.md) before it can land."""
     plugins = Path(__file__).resolve().parents[2] / "plugins" / "octopus"
     imported = set()
-    for source in (plugins / "hooks.py", plugins / "aio.py"):
+    for source in (plugins / "api.py", plugins / "hooks.py", plugins / "aio.py"):
         for line in re.findall(r"^from airflow\.providers\.http\S* import (.+)$", source.read_text(), re.M):
             imported.update(name.strip() for name in line.split(","))
     assert imported == {"HttpHook", "_process_extra_options_from_connection"}
