@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+from octopus.access_policy import AccessPolicy, allows, explain
 from octopus.errors import SharingError, SpaceAccessError
 from octopus.naming import (
     DEFAULT_NAME_PREFIX,
@@ -111,6 +112,7 @@ def plan_fleets(
     pins: Mapping[str, Mapping[str, Any] | None] | None = None,
     initial_space: str | None = None,
     follow_pins: bool = False,
+    policy: AccessPolicy | None = None,
 ) -> list[FleetPlan]:
     """One fleet plan per cloud, sorted by cloud.
 
@@ -118,7 +120,8 @@ def plan_fleets(
     once per space, and only for spaces that can matter: every space until each cloud has met its first pool
     holder, the pinned and requested initial spaces, and the selected spaces. ``pins`` maps cloud → the
     deployment's pinned initial space (``{"id", "name", "pool_id"}``) from its ledger; ``initial_space`` is the
-    param (a name or id) that moves it deliberately.
+    param (a name or id) that moves it deliberately. ``policy`` (the access policy) keeps denied spaces out of
+    ``spaces``: each is listed in ``spaces_denied``, where the share withdraws our copies (drained, never added).
     """
     if not spaces:
         raise SharingError("Octopus returned no spaces: check that the API key's user can see at least one space")
@@ -141,6 +144,7 @@ def plan_fleets(
     must_read = {p["id"] for p in pins.values() if p} | ({requested["Id"]} if requested else set())
 
     holders: dict[str, list[SpaceRef]] = {cloud: [] for cloud in clouds}
+    denied: dict[str, list[SpaceRef]] = {cloud: [] for cloud in clouds}
     without: dict[str, list[str]] = {cloud: [] for cloud in clouds}
     unreadable: list[SpaceRef] = []
     for space in spaces:
@@ -170,11 +174,24 @@ def plan_fleets(
             elif pool.get("CanAddWorkers") is False or pool.get("WorkerPoolType") == "DynamicWorkerPool":
                 if wanted:
                     without[cloud].append(f"{space_name} (pool is dynamic)")
+            elif policy is not None and not allows(policy, space):
+                if wanted:
+                    denied[cloud].append({"id": space_id, "name": space_name, "pool_id": pool["Id"]})
             else:
                 holders[cloud].append({"id": space_id, "name": space_name, "pool_id": pool["Id"]})
 
     plans: list[FleetPlan] = []
     for cloud in clouds:
+        pinned = pins.get(cloud)
+        refused = next((d for d in denied[cloud] if pinned and d["id"] == pinned.get("id")), None)
+        if refused is None and requested is not None and policy is not None and not allows(policy, requested):
+            refused = {"id": requested["Id"], "name": requested["Name"], "pool_id": None}
+        if refused is not None:
+            raise SharingError(
+                f"The {cloud} fleet's initial space {refused['name']} ({refused['id']}) is denied by the access "
+                f"policy ({explain(policy, {'Id': refused['id'], 'Name': refused['name']})}): the fleet registers "
+                "there. Allow it, or move the fleet first with the initial_space param to a space the policy allows."
+            )
         initial, pin = choose_initial_space(
             cloud,
             holders[cloud],
@@ -199,6 +216,7 @@ def plan_fleets(
                 "spaces": [h for h in copies if selected is None or h["id"] in selected] + list(unreadable),
                 "spaces_without_pool": without[cloud],
                 "spaces_not_selected": [h["name"] for h in copies if selected is not None and h["id"] not in selected],
+                "spaces_denied": denied[cloud],
             }
         )
     return plans
@@ -208,7 +226,8 @@ def spaces_to_visit(plans: Sequence[Mapping[str, Any]], *, include_initial: bool
     """The union of spaces the share step visits, in a stable order (by space id number).
 
     Each entry lists per cloud the pool to fill and the role: ``copy`` (remaining space: add the fleet) or
-    ``initial`` (where the fleet registers itself: only pruned). Initial spaces are included only when
+    ``initial`` (where the fleet registers itself: only pruned) or ``withdraw`` (a space the access policy denies:
+    every copy of ours is pruned, none added). Initial spaces are included only when
     ``include_initial`` (pruning) and ``target_spaces`` selects them, and only for the clouds whose initial
     space they are.
     """
@@ -218,6 +237,7 @@ def spaces_to_visit(plans: Sequence[Mapping[str, Any]], *, include_initial: bool
         if include_initial and plan.get("initial_selected", True):
             entries.append((plan["initial_space"], "initial"))
         entries += [(space, "copy") for space in plan["spaces"]]
+        entries += [(space, "withdraw") for space in plan.get("spaces_denied") or []]
         for space, role in entries:
             visit = by_id.setdefault(space["id"], {"id": space["id"], "name": space["name"], "pools": {}})
             visit["pools"][plan["cloud"]] = {"pool_id": space["pool_id"], "pool_name": plan["pool_name"], "role": role}

@@ -24,6 +24,7 @@ import copy
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -209,6 +210,28 @@ _SETTINGS: tuple[Setting, ...] = (
         "Space names or ids, one per line, to share into. Empty: every space that has the pool.",
         where=(PARAM,),
         title="Only these spaces",
+        bounds={"items": {"type": "string", "minLength": 1}},
+        form={"section": SECTION_SHARE},
+    ),
+    Setting(
+        "allowed_spaces",
+        ["array", "null"],
+        [],
+        "Access policy: space names, ids or glob patterns the fleet may be shared into (and whose demand the "
+        "scaler counts), one per line. Empty: the [octopus] allowed_spaces option, else every space.",
+        where=(PARAM, OPTION),
+        title="Allowed spaces",
+        bounds={"items": {"type": "string", "minLength": 1}},
+        form={"section": SECTION_SHARE},
+    ),
+    Setting(
+        "denied_spaces",
+        ["array", "null"],
+        [],
+        "Access policy: spaces never shared into (deny wins; added to the [octopus] denied_spaces option). "
+        "Copies of ours already there are drained and removed: never deleted under a running step.",
+        where=(PARAM, OPTION),
+        title="Denied spaces",
         bounds={"items": {"type": "string", "minLength": 1}},
         form={"section": SECTION_SHARE},
     ),
@@ -581,6 +604,8 @@ DAG_PARAMS: dict[str, tuple[str, ...]] = {
         "dry_run",
         "worker_pool_name",
         "target_spaces",
+        "allowed_spaces",
+        "denied_spaces",
         "initial_space",
         "prune_stale",
         "registration_timeout_minutes",
@@ -674,6 +699,8 @@ def _parse(s: Setting, value: Any, where: str) -> Any:
             if text not in s.bounds["enum"]:
                 raise ValueError(problem)
         return text
+    if kind == "array" and isinstance(value, str):
+        return [item.strip() for item in re.split(r"[,\n]", value) if item.strip()]
     return value
 
 

@@ -20,7 +20,7 @@ OUTCOMES = (
     "not_run",
 )
 
-Role = Literal["copy", "initial"]
+Role = Literal["copy", "initial", "withdraw"]
 Op = Literal["create", "update", "delete"]
 
 
@@ -45,6 +45,7 @@ class FleetPlan(TypedDict, total=False):
     spaces: list[SpaceRef]
     spaces_without_pool: list[str]
     spaces_not_selected: list[str]
+    spaces_denied: list[SpaceRef]  # holders the access policy denies: our copies there are withdrawn
 
 
 class FleetWorker(TypedDict):

@@ -103,6 +103,8 @@ def plan_space(
       ``prune``); the name held by a record that is not ours is a *clash* (nothing written for that worker);
       else a minimal POST (*added*).
     * initial role — the fleet registered itself: nothing is added or repaired.
+    * withdraw role — a space the access policy denies: nothing is added; every record of ours in P is pruned
+      (whatever ``prune`` says; the caller holds a copy a step is running on, see ``operations.hold_leased``).
     * prune (``prune``, both roles) — records of ours in P that are not in the current fleet lose P: deleted when
       no pool is left (*pruned*), else PUT without P (*unshared*). Every other record in P is **foreign**: counted,
       listed, never touched.
@@ -122,8 +124,9 @@ def plan_space(
             not_run.append(cloud)
             continue
         visit = space["pools"][cloud]
-        current = thumbprint_set(fleet["workers"])
-        owned = thumbprint_set(fleet.get("owned") or []) | current
+        withdraw = visit["role"] == "withdraw"
+        current = set() if withdraw else thumbprint_set(fleet["workers"])
+        owned = thumbprint_set(fleet.get("owned") or []) | thumbprint_set(fleet["workers"])
         present[cloud] = 0
         handled: set[str] = set()
         if visit["role"] == "copy":
@@ -134,11 +137,10 @@ def plan_space(
             key = record_key(record)
             if record["Id"] in handled or visit["pool_id"] not in writes.pools(record) or key in current:
                 continue
-            if prune and key in owned:
+            if (prune or withdraw) and key in owned:
                 others = [p for p in writes.pools(record) if p != visit["pool_id"]]
-                writes.change(
-                    record, cloud, "pruned", f"{record['Name']}: no longer in the fleet", WorkerPoolIds=others
-                )
+                why = "the access policy denies this space" if withdraw else "no longer in the fleet"
+                writes.change(record, cloud, "pruned", f"{record['Name']}: {why}", WorkerPoolIds=others)
             elif key not in owned:
                 foreign.setdefault(cloud, []).append(record.get("Name") or record["Id"])
                 like = f"{fleet_name_prefix(fleet.get('prefix') or '', cloud)}-".casefold()
@@ -153,8 +155,8 @@ def plan_space(
     for cloud, fleet in fleets.items():
         if cloud not in space["pools"]:
             continue
-        current = thumbprint_set(fleet["workers"])
-        owned = thumbprint_set(fleet.get("owned") or []) | current
+        current = set() if space["pools"][cloud]["role"] == "withdraw" else thumbprint_set(fleet["workers"])
+        owned = thumbprint_set(fleet.get("owned") or []) | thumbprint_set(fleet["workers"])
         ours_left[cloud] = sum(1 for a in actions if a["op"] == "create" and a["cloud"] == cloud)
         for record in records:
             key = record_key(writes.body(record))  # a re-pointed record carries its new endpoint

@@ -17,6 +17,8 @@ SHARE_DEFAULTS = {
     "instance_count": {"aws": 2, "azure": 2, "gcp": 2, "local": 3},
     "worker_pool_name": "{cloud} Worker Pool TF",
     "target_spaces": [],
+    "allowed_spaces": [],
+    "denied_spaces": [],
     "dry_run": False,
     "prune_stale": True,
     "registration_timeout_minutes": 20,
@@ -159,6 +161,8 @@ class TestWidgets:
             "dry_run": "switch",
             "worker_pool_name": "text",
             "target_spaces": "lines textarea",  # one space per line (names may contain spaces)
+            "allowed_spaces": "lines textarea",
+            "denied_spaces": "lines textarea",
             "initial_space": "text",
             "prune_stale": "switch",
             "registration_timeout_minutes": "number",
@@ -172,7 +176,7 @@ class TestWidgets:
 
     def test_only_fields_that_may_stay_empty_are_unstarred(self):
         unstarred = {name for name, p in SHARE_PARAMS.items() if not starred(p.schema)}
-        assert unstarred == {"target_spaces", "initial_space", "adopt"}
+        assert unstarred == {"target_spaces", "allowed_spaces", "denied_spaces", "initial_space", "adopt"}
 
     def test_wait_mode_labels_cover_its_values(self):
         schema = SHARE_PARAMS["wait_mode"].schema

@@ -1112,3 +1112,81 @@ class TestSummary:
         summary = summarize(results, spaces_to_visit(self.plans, include_initial=False))
         assert summary["failed_spaces"] == ["B", "C"]
         assert summary["blocked_spaces"] == {"B": [clash]}
+
+
+# --------------------------------------------------------------------------- access policy
+
+
+class TestAccessPolicyInDiscoveryAndShare:
+    spaces = [space(1, "Platform"), space(2, "Team"), space(3, "Sandbox")]
+    pools = {f"Spaces-{i}": [pool(i, "AWS Worker Pool TF")] for i in (1, 2, 3)}
+
+    def plan(self, policy, **kw):
+        from octopus.access_policy import parse_access_policy
+
+        kw.setdefault("clouds", ["aws"])
+        kw.setdefault("instance_count", {"aws": 2})
+        return plan_fleets(self.spaces, lambda sid: self.pools[sid], policy=parse_access_policy(policy), **kw)
+
+    def test_a_denied_space_gets_no_copy_and_is_withdrawn(self):
+        (plan,) = self.plan({"deny": ["Sand*"]})
+        assert [s["id"] for s in plan["spaces"]] == ["Spaces-2"]
+        assert [s["id"] for s in plan["spaces_denied"]] == ["Spaces-3"]
+        roles = {v["id"]: v["pools"]["aws"]["role"] for v in spaces_to_visit([plan], include_initial=True)}
+        assert roles == {"Spaces-1": "initial", "Spaces-2": "copy", "Spaces-3": "withdraw"}
+
+    def test_allow_list_keeps_every_other_space_out_and_deny_wins(self):
+        (plan,) = self.plan({"allow": ["Platform", "Team"], "deny": ["spaces-2"]})
+        assert plan["spaces"] == [] and [s["name"] for s in plan["spaces_denied"]] == ["Team", "Sandbox"]
+
+    def test_a_denied_pinned_initial_space_fails_naming_it_and_what_to_do(self):
+        pin = {"aws": {"id": "Spaces-1", "name": "Platform", "pool_id": "WorkerPools-1"}}
+        with pytest.raises(SharingError, match=r"initial space Platform \(Spaces-1\) is denied.*initial_space"):
+            self.plan({"deny": ["Platform"]}, pins=pin)
+
+    def test_first_use_skips_a_denied_first_holder(self):
+        (plan,) = self.plan({"deny": ["Platform"]}, pins={"aws": None})
+        assert plan["initial_space"]["id"] == "Spaces-2"
+
+    def test_target_spaces_still_limit_what_a_run_touches(self):
+        (plan,) = self.plan({"deny": ["Sandbox"]}, target_spaces=["Team"])
+        assert plan["spaces_denied"] == [] and [s["id"] for s in plan["spaces"]] == ["Spaces-2"]
+
+    def test_withdraw_prunes_every_copy_of_ours_adds_none_and_leaves_foreign_records(self):
+        visit = {
+            "id": "Spaces-3",
+            "name": "Sandbox",
+            "pools": {"aws": {"pool_id": AWS_POOL, "pool_name": "AWS", "role": "withdraw"}},
+        }
+        existing = [
+            worker(1, "octo-aws-1", TP1, [AWS_POOL]),
+            worker(2, "octo-aws-2", TP2, [AWS_POOL, OTHER_POOL]),
+            worker(3, "theirs", FOREIGN, [AWS_POOL]),
+        ]
+        result = plan_space(visit, {"aws": FLEET}, existing, prune=False)
+        assert ops(result) == [("delete", "pruned", "octo-aws-1"), ("update", "unshared", "octo-aws-2")]
+        assert result["foreign"] == {"aws": ["theirs"]}
+        assert result["ours_left"] == {"aws": 1}  # octo-aws-2 stays in the other pool someone put it in
+
+
+class TestAccessPolicySources:
+    def test_the_run_allows_over_the_standing_option_and_denies_add_up(self):
+        from octopus.access_policy import allows, from_settings
+
+        policy = from_settings(["Team*"], ["Team-X"], standing_allowed=["Platform"], standing_denied=["Team-Y"])
+        named = {
+            n: allows(policy, {"Id": f"Spaces-{i}", "Name": n})
+            for i, n in enumerate(["Platform", "Team-A", "Team-X", "Team-Y"])
+        }
+        assert named == {"Platform": False, "Team-A": True, "Team-X": False, "Team-Y": False}
+
+    def test_nothing_set_allows_every_space(self):
+        from octopus.access_policy import allows, from_settings
+
+        assert allows(from_settings(None, None), {"Id": "Spaces-9", "Name": "Anything"})
+
+    def test_the_option_reads_a_comma_or_newline_list(self, monkeypatch):
+        from octopus import settings
+
+        monkeypatch.setenv("AIRFLOW__OCTOPUS__DENIED_SPACES", "Sandbox, Spaces-7\nLegacy*")
+        assert settings.config_option("denied_spaces") == ["Sandbox", "Spaces-7", "Legacy*"]
