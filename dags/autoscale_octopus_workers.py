@@ -59,11 +59,11 @@ import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import AssetAlias, Param, dag, get_current_context, task
 
+from octopus.dag_defaults import CONN_ID
 from octopus.draining import DEFAULT_STALE_AFTER_SECONDS
 from octopus.scaler_state import SCALER_DAG_ID, SHARE_DAG_ID, SIZE_ASSET_ALIAS
 from octopus.sharing import DEFAULT_NAME_PREFIX, NAME_PREFIX_MAX, NAME_PREFIX_PATTERN, SUPPORTED_CLOUDS
 
-CONN_ID = "octopus_default"
 SECTION_BUILD = "What to scale"
 SECTION_SHARE = "Where demand counts"
 SECTION_SCALE = "How to scale"

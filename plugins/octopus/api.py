@@ -41,6 +41,7 @@ from urllib.parse import urlencode, urlsplit
 
 import tenacity
 
+from octopus import settings
 from octopus.exceptions import (
     OctopusAuthenticationError,
     OctopusConfigurationError,
@@ -106,14 +107,18 @@ OWN_EXTRAS = (
     "evidence_secret",  # a secret of the package's own: never sent anywhere
 )
 
+#: The connection's tuning extras and their declared defaults (octopus.settings).
 DEFAULTS: dict[str, Any] = {
-    "page_size": 1000,
-    "max_requests_per_minute": None,
-    "max_attempts": 6,
-    "max_retry_seconds": 120.0,
-    "retry_initial_wait": 0.5,
-    "retry_max_wait": 30.0,
-    "timeout": 30.0,
+    name: settings.default(name)
+    for name in (
+        "page_size",
+        "max_requests_per_minute",
+        "max_attempts",
+        "max_retry_seconds",
+        "retry_initial_wait",
+        "retry_max_wait",
+        "timeout",
+    )
 }
 
 _STATUS_ERRORS: dict[int, type[OctopusError]] = {

@@ -55,6 +55,7 @@ import requests.adapters
 from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from octopus import settings
 from octopus.api import (
     OWN_EXTRAS,
     TASK_STATES,
@@ -136,7 +137,7 @@ class OctopusHook(Transport, HttpHook):
     """
 
     conn_name_attr = "octopus_conn_id"
-    default_conn_name = "octopus_default"
+    default_conn_name = settings.default("conn_id")
     # The connection type this hook registers (octopus.provider_info); it reads "http" connections the same way.
     conn_type = "octopus"
     hook_name = "Octopus Deploy"

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from octopus import settings
 from octopus.api import OctopusApi, Operation, Parallel, parallel_map
 from octopus.exceptions import OctopusError, OctopusNotFoundError, OctopusPermissionError, OctopusValidationError
 from octopus.sharing import SpaceAccessError, plan_fleets, plan_retire, plan_space, record_key, same_name
@@ -36,9 +37,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PARALLELISM = 8
+DEFAULT_PARALLELISM: int = settings.default("space_parallelism")
 #: Pool listings in flight during discovery (``get_spaces``: one read per space, nothing written).
-DISCOVERY_PARALLELISM = 16
+DISCOVERY_PARALLELISM: int = settings.default("discovery_parallelism")
 
 
 def discover(

@@ -18,7 +18,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.triggers.base import StartTriggerArgs
 
-from octopus import tasks
+from octopus import settings, tasks
 from octopus.share_trigger import DEFAULT_SPACES_AT_ONCE
 
 #: The one template the triggerer renders into the trigger's kwargs: run identity and params, no XCom read
@@ -77,7 +77,7 @@ class OctopusShareSpaceOperator(BaseOperator):
         *,
         space: Mapping[str, Any],
         fleets: Any = None,
-        octopus_conn_id: str = "octopus_default",
+        octopus_conn_id: str = settings.default("conn_id"),
         concurrency: int = DEFAULT_SPACES_AT_ONCE,
         run_settings: str = RUN_SETTINGS_TEMPLATE,
         start_from_trigger: bool = False,

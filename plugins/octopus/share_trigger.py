@@ -18,7 +18,7 @@ from typing import Any
 from airflow.sdk.execution_time.xcom import XCom
 from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSuccessEvent, TriggerEvent
 
-from octopus import aoperations, ledger, operations, tasks
+from octopus import aoperations, ledger, operations, settings, tasks
 from octopus.aio import AsyncOctopusClient
 from octopus.coalesce import Coalescer
 from octopus.exceptions import OctopusError
@@ -26,7 +26,7 @@ from octopus.sharing import DEFAULT_NAME_PREFIX, SharingError
 
 #: Spaces one triggerer shares at once (all runs together), unless the trigger says otherwise: the start of a
 #: trigger bypasses pools and ``max_active_tis_per_dagrun``, so this keeps Octopus's load as on workers.
-DEFAULT_SPACES_AT_ONCE = 16
+DEFAULT_SPACES_AT_ONCE: int = settings.default("shares_at_once")
 
 
 class _Gate:
@@ -111,7 +111,7 @@ class OctopusShareSpaceTrigger(BaseTrigger):
         space: Mapping[str, Any] | str | None = None,
         fleets: Any = None,
         run_settings: Mapping[str, Any] | str,
-        octopus_conn_id: str = "octopus_default",
+        octopus_conn_id: str = settings.default("conn_id"),
         parallelism: int = aoperations.DEFAULT_PARALLELISM,
         spaces_at_once: int = DEFAULT_SPACES_AT_ONCE,
         upstream: Mapping[str, str] | None = None,

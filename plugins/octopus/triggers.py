@@ -9,6 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from octopus import settings
 from octopus.aio import AsyncOctopusClient
 from octopus.sharing import next_poll_interval, registration_status
 
@@ -39,7 +40,7 @@ class OctopusWorkersRegisteredTrigger(BaseTrigger):
         space_id: str,
         pool_id: str,
         fleet_spec: dict[str, Any],
-        poll_interval: float = 30.0,
+        poll_interval: float = settings.default("poll_interval_seconds"),
         deadline: float,
     ) -> None:
         super().__init__()

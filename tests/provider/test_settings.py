@@ -212,13 +212,6 @@ def literal_copies() -> Iterator[tuple[str, Any, int]]:
 #: built): path -> {value: where and what to read instead}. Shrink it as they switch; an entry that no longer
 #: matches fails the test, so the list stays exact.
 PENDING: dict[str, dict[Any, str]] = {
-    "plugins/octopus/api.py": {
-        1000.0: "DEFAULTS['page_size']: settings.default / settings.connection_extra",
-        6.0: "DEFAULTS['max_attempts']",
-        120.0: "DEFAULTS['max_retry_seconds']",
-        30.0: "DEFAULTS['timeout'] and ['retry_max_wait']",
-    },
-    "plugins/octopus/hooks.py": {"octopus_default": "OctopusHook.default_conn_name: settings.default('conn_id')"},
     "plugins/octopus/sensors.py": {
         "octopus_default": "both sensors' octopus_conn_id default: settings.default('conn_id')",
         1200.0: "registration_timeout=20 * 60: settings.seconds('registration_timeout_minutes')",
@@ -227,24 +220,13 @@ PENDING: dict[str, dict[Any, str]] = {
         900.0: "stale_after=15 * 60: settings.seconds('stale_lease_minutes')",
         5.0: "settle=5.0: settings.default('drain_settle_seconds')",
     },
-    "plugins/octopus/triggers.py": {30.0: "poll_interval=30.0: settings.default('poll_interval_seconds')"},
-    "plugins/octopus/share_trigger.py": {
-        16.0: "DEFAULT_SPACES_AT_ONCE = 16: settings.default('shares_at_once')",
-        "octopus_default": "octopus_conn_id default: settings.default('conn_id')",
-    },
-    "plugins/octopus/share_operator.py": {"octopus_default": "octopus_conn_id default: settings.default('conn_id')"},
     "plugins/octopus/operators.py": {"octopus_default": "octopus_conn_id default: settings.default('conn_id')"},
-    "plugins/octopus/operations.py": {
-        16.0: "DISCOVERY_PARALLELISM = 16: settings.default('discovery_parallelism')",
-        8.0: "DEFAULT_PARALLELISM = 8: settings.default('space_parallelism')",
-    },
     "plugins/octopus/draining.py": {
         900.0: "DEFAULT_STALE_AFTER_SECONDS = 15 * 60: settings.seconds('stale_lease_minutes')",
         60.0: "DEFAULT_DRAIN_TIMEOUT_MINUTES = 60: settings.default('drain_timeout_minutes')",
         5.0: "DEFAULT_SETTLE_SECONDS = 5.0: settings.default('drain_settle_seconds')",
     },
     "dags/autoscale_octopus_workers.py": {
-        "octopus_default": "CONN_ID: octopus.dag_defaults.CONN_ID (settings.default('conn_id'))",
         '["aws", "azure", "gcp"]': "the clouds param: declare its params in settings (help_by_dag) and use "
         "settings.param(name, 'autoscale')",
     },
