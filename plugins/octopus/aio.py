@@ -45,6 +45,7 @@ from octopus.api import (
     bind_operations,
     config_error,
     missing_connection,
+    tuning_overrides,
 )
 from octopus.exceptions import OctopusError
 from octopus.hooks import OctopusHook
@@ -115,15 +116,7 @@ class AsyncOctopusClient(Transport):
         transport: httpx.AsyncBaseTransport | None = None,
         pool_size: int | None = None,
     ) -> None:
-        overrides = {
-            "page_size": page_size,
-            "max_requests_per_minute": max_requests_per_minute,
-            "max_attempts": max_attempts,
-            "max_retry_seconds": max_retry_seconds,
-            "retry_initial_wait": retry_initial_wait,
-            "retry_max_wait": retry_max_wait,
-            "timeout": timeout,
-        }
+        overrides = tuning_overrides(locals())
         # Validates the keyword arguments now, as the hook does.
         self._api = OctopusApi(octopus_conn_id, overrides, pacing=pacing, log=log)
         self.octopus_conn_id = octopus_conn_id

@@ -93,8 +93,8 @@ _HTML_BLOCK = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>")
 _HTML_TAG = re.compile(r"(?s)<[^>]*>")
 _SNIPPET_CHARS = 200
 
-#: Extras the package consumes; the HTTP provider would otherwise send them as HTTP headers.
-OWN_EXTRAS = (
+#: The connection's tuning extras, each also a keyword argument of both transports.
+TUNING = (
     "page_size",
     "max_requests_per_minute",
     "max_attempts",
@@ -102,24 +102,24 @@ OWN_EXTRAS = (
     "retry_initial_wait",
     "retry_max_wait",
     "timeout",
+)
+
+#: Extras the package consumes; the HTTP provider would otherwise send them as HTTP headers.
+OWN_EXTRAS = (
+    *TUNING,
     "verify",
     "verify_ssl",
     "evidence_secret",  # a secret of the package's own: never sent anywhere
 )
 
-#: The connection's tuning extras and their declared defaults (octopus.settings).
-DEFAULTS: dict[str, Any] = {
-    name: settings.default(name)
-    for name in (
-        "page_size",
-        "max_requests_per_minute",
-        "max_attempts",
-        "max_retry_seconds",
-        "retry_initial_wait",
-        "retry_max_wait",
-        "timeout",
-    )
-}
+#: The tuning extras' declared defaults (octopus.settings).
+DEFAULTS: dict[str, Any] = {name: settings.default(name) for name in TUNING}
+
+
+def tuning_overrides(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """A transport's tuning keyword arguments (its ``locals()``), as the core's overrides (``None``: not given)."""
+    return {name: arguments[name] for name in TUNING}
+
 
 _STATUS_ERRORS: dict[int, type[OctopusError]] = {
     400: OctopusValidationError,

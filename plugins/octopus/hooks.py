@@ -76,6 +76,7 @@ from octopus.api import (
     missing_connection,
     parallel_map,
     retry_policy,
+    tuning_overrides,
 )
 from octopus.exceptions import OctopusError
 from octopus.ledger import Signer
@@ -161,15 +162,7 @@ class OctopusHook(Transport, HttpHook):
         super().__init__(method="GET", http_conn_id=octopus_conn_id, **kwargs)
         if pool_size is not None:
             self._size_pool(pool_size)
-        overrides = {
-            "page_size": page_size,
-            "max_requests_per_minute": max_requests_per_minute,
-            "max_attempts": max_attempts,
-            "max_retry_seconds": max_retry_seconds,
-            "retry_initial_wait": retry_initial_wait,
-            "retry_max_wait": retry_max_wait,
-            "timeout": timeout,
-        }
+        overrides = tuning_overrides(locals())
         # Validates the keyword arguments now, so a typo fails where the hook is built.
         self._api = OctopusApi(octopus_conn_id, overrides, pacing=pacing, concurrency=concurrency, log=self.log)
         self.concurrency = concurrency
