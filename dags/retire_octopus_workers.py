@@ -11,9 +11,16 @@ alone. Every space the deployment ever wrote to is visited, also one whose pool 
 also belong to other pools only lose the shared pool.
 
 **Draining first.** Every record of ours is disabled (no new step is given to it), then `wait_for_drain` waits
-until no deployment step holds any of them in any space, up to `drain_timeout_minutes`; only then are records
-deleted and instances destroyed. On timeout the run fails naming the steps, leaving the workers disabled and
-intact; `force_drain` removes them anyway (those steps then fail). Stale leases (`stale_lease_minutes`) are reported.
+until no deployment step holds any of them in any space (two reads of `workertaskleases` a poll apart), up to
+`drain_timeout_minutes` (60); only then are records deleted and instances destroyed. Steps already running finish
+on their worker; new steps go to the pool's other workers (a pool left with none fails them: retire only fleets
+nothing needs any more). Its log and the summary say, per worker, how long the drain waited and for which steps
+(`ServerTasks-…`). Stale leases (task completed, older than `stale_lease_minutes`) are reported, not waited for.
+
+**If the fleet must go now:** trigger with `force_drain` true and a short `drain_timeout_minutes` (e.g. 1): after
+that wait the records are deleted and the instances destroyed even while steps hold them, and **those steps fail**.
+Without `force_drain` a drain that times out fails the run naming the steps and leaves every worker disabled and
+intact (nothing deleted, nothing destroyed): clear `wait_for_drain` to wait again once they end.
 
 The deployment is reported **retired** (Asset `…/retired`) only when every such space was read and holds none of
 its records any more, and Terraform destroyed every fleet. A space that cannot be read fails its index and stays

@@ -14,7 +14,9 @@ themselves in the **initial space** (the first space, in Octopus's order, that h
 | `terraform_apply` (per cloud) | `terraform init` + `apply` (`plan` when `dry_run`); removes exactly those |
 | `wait_for_workers` (per cloud) | waits for the cloud's instances to register; records the fleet, sealed |
 | `share_to_space` (one per space) | adds the fleet, repairs drift, prunes our stale copies |
-| `summarize` | a spaces × clouds table; emits the Asset; fails the run if anything failed |
+| `drain_outdated` (per cloud) | a rebuild: once every space has the new instances, drains the outdated ones |
+| `remove_outdated` (per cloud) | a second apply that removes exactly the drained outdated instances (skipped if none) |
+| `summarize` | a spaces × clouds table, the drains; emits the Asset; fails the run if anything failed |
 
 **Ownership.** A record is ours only when it carries the endpoint of one of this deployment's instances, proven by
 evidence sealed with the connection's key (an Airflow Variable editor cannot forge it). A copy renamed in Octopus
@@ -33,6 +35,16 @@ deployment), `dry_run` (plan and compute every share, change nothing), `worker_p
 `registration_timeout_minutes`, `poll_interval_seconds`, `wait_mode` (`reschedule` or `deferrable`),
 `drain_timeout_minutes`, `force_drain`, `stale_lease_minutes` (how instances that leave are drained: no step is
 killed; on timeout the run fails, leaving them disabled and intact).
+
+**Draining.** No instance leaves under a running deployment step. Whatever takes one out — a lower
+`instance_count`, a rebuild (a changed server URL, space, pool, machine policy, image or bootstrap makes the running
+instances *outdated*: they stay shared while new ones are built and shared beside them) — first disables its
+records in every space, waits until no step in any space holds it (`workertaskleases`, two reads a poll apart),
+deletes the records, and only then removes that instance. The grid labels each cloud's drain with what it waits
+for (`aws: draining 2 (ServerTasks-12, …)`, `aws: nothing leaves`); the summary lists, per worker, how long it
+waited and for which steps. If the fleet must go **now**: trigger with `force_drain` and a short
+`drain_timeout_minutes` (the steps still on those workers then fail); without `force_drain` a drain that times out
+fails the run and leaves the workers disabled and intact (clear the drain task to wait again).
 
 Connection: `octopus_default` (type `octopus`; host = server URL, password = API key). See the README's runbook.
 """
@@ -88,6 +100,11 @@ def share_octopus_workers():
         context = get_current_context()
         return tasks.get_spaces(context["params"], conn_id=CONN_ID, context=context)
 
+    # The grid labels each cloud's drain with what it does: "aws: nothing leaves", "aws: draining 2 (ServerTasks-12,
+    # …)", "aws: drained 2 in 40s" (the drain sensors set drain_label; before they run, the cloud).
+    drain_label = "{{ drain_label | default(task.fleet_plan['cloud']) }}"
+    rebuild = {}
+
     @task_group(group_id="fleet", prefix_group_id=False)
     def fleet(fleet_plan):
         # Instances a lower count removes are drained (disabled, no step holding them) and their records deleted
@@ -97,7 +114,7 @@ def share_octopus_workers():
             fleet_plan=fleet_plan,
             octopus_conn_id=CONN_ID,
             **DRAIN_ARGS,
-            map_index_template="{{ task.fleet_plan['cloud'] }}",
+            map_index_template=drain_label,
         )
         applied = TerraformFleetOperator(
             task_id="terraform_apply",
@@ -108,7 +125,7 @@ def share_octopus_workers():
             execution_timeout=timedelta(minutes=45),
         )
         drained >> applied
-        return OctopusWorkersRegisteredSensor(
+        waited = OctopusWorkersRegisteredSensor(
             task_id="wait_for_workers",
             fleet_plan=fleet_plan,
             terraform_output=applied.output,
@@ -120,6 +137,29 @@ def share_octopus_workers():
             mode="reschedule",
             map_index_template="{{ task.fleet_plan['cloud'] }}",
         )
+        # A rebuild without a gap: instances built from an older configuration (the module's outdated_instances)
+        # stayed and stayed shared while the apply started instance_count current ones beside them. Once every
+        # space has the current ones (after share_to_space), the outdated ones are drained like a scale-in's, and
+        # a second apply removes exactly those by name. Nothing outdated: both return at once (the apply skips).
+        rebuild["drain"] = OctopusRemovedInstancesDrainedSensor(
+            task_id="drain_outdated",
+            fleet_plan=fleet_plan,
+            terraform_output=applied.output,
+            octopus_conn_id=CONN_ID,
+            **DRAIN_ARGS,
+            map_index_template=drain_label,
+        )
+        rebuild["remove"] = TerraformFleetOperator(
+            task_id="remove_outdated",
+            fleet_plan=fleet_plan,
+            remove_instances=rebuild["drain"].output,
+            dry_run="{{ params.dry_run }}",
+            octopus_conn_id=CONN_ID,
+            map_index_template="{{ task.fleet_plan['cloud'] }}",
+            execution_timeout=timedelta(minutes=45),
+        )
+        waited >> rebuild["drain"]
+        return waited
 
     @task
     def spaces_to_share(plans: list[dict]) -> list[dict]:
@@ -155,7 +195,10 @@ def share_octopus_workers():
         start_from_trigger=share_mode() == "triggerer",
         start_trigger_args=share_trigger_args(CONN_ID, concurrency=SHARE_MAX_ACTIVE_TIS),
     ).expand(space=spaces)
-    shares >> summarize(plans, waits.output, spaces)
+    summary = summarize(plans, waits.output, spaces)
+    shares >> rebuild["drain"]  # the current instances are in every pool before an outdated one leaves any
+    shares >> summary
+    rebuild["remove"] >> summary
 
 
 share_octopus_workers()

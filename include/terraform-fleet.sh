@@ -16,6 +16,8 @@
 #                                          any other backend uses the Terraform workspace <prefix>
 #   OCTOPUS_TF_BACKEND_CONFIG_<CLOUD>      file passed as -backend-config for a non-local backend
 #   OCTOPUS_TF_LOCK_TIMEOUT                how long to wait for the state lock (default 5m)
+#   TF_VAR_surge_instances                 set here for aws, azure and gcp (not read from the environment): the
+#                                          outdated instances still in the group (see "Rebuild without a gap")
 #   TF_VAR_remove_instances                JSON list of worker names the package removes in this run (drained
 #                                          first): the local module drops them itself; for aws, azure and gcp this
 #                                          script removes each through the cloud's API (remove-instance.sh, one less
@@ -24,7 +26,8 @@
 #                                          or replace the group (the cloud picks; only for a fleet known to be idle)
 # The package picks every instance that leaves (include/terraform/README.md, "Who removes an instance"): for
 # aws, azure and gcp an apply is refused before anything changes when instance_count is lower than the fleet minus
-# the instances named, and after the plan when the plan would lower the group's size or replace the group.
+# the instances named, and after the plan when the plan would lower the group's size or replace the group or a
+# live instance (include/terraform/README.md, "Rebuild without a gap": outdated instances stay until named).
 # Out: Terraform's own output, then one last line of compact JSON (the task's XCom), with "removed": the named
 # instances this run took out of the fleet ([] unless an apply removed some):
 #   {"cloud": ..., "action": ..., "changes": {"create": n, ...}, "instances_before": [...] | null,
@@ -214,20 +217,25 @@ try:
     out = {k: v.get("value") for k, v in (json.load(sys.stdin) or {}).items()}
 except ValueError:
     out = {}
+named = set(json.loads(sys.argv[1]))
 names = [str(i.get("name")) for i in out.get("instances") or [] if isinstance(i, dict)]
+outdated = {str(n) for n in out.get("outdated_instances") or []}
 count = out.get("instance_count")
+if "instances" in out:  # the current instances (not outdated) the apply would keep unless named
+    count = len([n for n in names if n not in outdated])
 print(str(count) if isinstance(count, int) else "-")
 print(out.get("fleet_id") or "-")
-print(len(set(names) & set(json.loads(sys.argv[1]))))
-print(json.dumps(names, separators=(",", ":")))' "$remove_json")"
-{ read -r state_count; read -r fleet_id; read -r named_in_fleet; read -r names_before; } <<<"$state_summary"
+print(len(set(names) & named - outdated))
+print(json.dumps(names, separators=(",", ":")))
+print(len(outdated - named))' "$remove_json")"
+{ read -r state_count; read -r fleet_id; read -r named_in_fleet; read -r names_before; read -r surge; } <<<"$state_summary"
 removal='{"removed":[],"absent":[]}'
 
 if [ "$CLOUD" != local ] && [ "$TF_ACTION" = apply ]; then
   target="${TF_VAR_instance_count:-0}"
   if [ "$allow_unnamed" != true ] && [ "$state_count" != - ] && [[ "$target" =~ ^[0-9]+$ ]] &&
     ((state_count - named_in_fleet > target)); then
-    die "refusing to lower the $CLOUD fleet of deployment $prefix from $state_count to $target instances with" \
+    die "refusing to lower the $CLOUD fleet of deployment $prefix from $state_count current instances to $target with" \
       "$named_in_fleet of them named: the cloud would pick which to remove, busy or not. Name the" \
       "$((state_count - target)) instances the package has drained in remove_instances (TF_VAR_remove_instances)," \
       "or set OCTOPUS_TF_ALLOW_UNNAMED_REMOVAL=true for a fleet known to be idle. Nothing was changed."
@@ -248,64 +256,106 @@ elif [ "${#remove_names[@]}" -gt 0 ] && [ "$CLOUD" != local ]; then
   esac
 fi
 
-plan_args=(-input=false -no-color -lock-timeout="$lock_timeout" -out="$work/tfplan")
-case "$TF_ACTION" in
-  destroy|plan-destroy) plan_args+=(-destroy) ;;
-esac
-tf plan "${plan_args[@]}"
-terraform show -json "$work/tfplan" >"$work/plan.json"
-# The instances the state held before this apply: the wait tells an instance this apply created from one it kept.
-instances_before="$("$PY" -c '
+# Rebuild without a gap (include/terraform/README.md): an outdated instance (outputs.outdated_instances, built from
+# an older configuration) is never replaced in place; a cloud group holds instance_count current instances plus the
+# outdated ones still there (TF_VAR_surge_instances), until the package has drained them and names them here.
+# The local module counts its outdated instances itself.
+plan_and_apply() {
+  local plan_args=(-input=false -no-color -lock-timeout="$lock_timeout" -out="$work/tfplan")
+  case "$TF_ACTION" in
+    destroy|plan-destroy) plan_args+=(-destroy) ;;
+  esac
+  [ "$CLOUD" = local ] || export TF_VAR_surge_instances="$surge"
+  tf plan "${plan_args[@]}"
+  terraform show -json "$work/tfplan" >"$work/plan.json"
+  # The instances the state held before this run: the wait tells an instance this apply created from one it kept.
+  [ -n "${instances_before:-}" ] || instances_before="$("$PY" -c '
 import json, sys
 prior = (json.load(sys.stdin).get("prior_state") or {}).get("values") or {}
 instances = (prior.get("outputs") or {}).get("instances")
 print(json.dumps(instances["value"] if instances else None, separators=(",", ":")))' <"$work/plan.json")"
-changes="$("$PY" -c '
+  changes="$("$PY" -c '
 import collections, json, sys
 plan = json.load(sys.stdin)
-counts = collections.Counter()
+counts = collections.Counter(json.loads(sys.argv[1]))
 for change in plan.get("resource_changes", []):
     for action in change["change"]["actions"]:
         if action != "no-op" and action != "read":
             counts[action] += 1
-print(json.dumps(dict(sorted(counts.items())), separators=(",", ":")))' <"$work/plan.json")"
+print(json.dumps(dict(sorted(counts.items())), separators=(",", ":")))' "$changes" <"$work/plan.json")"
 
-# Whatever the state said, the plan is what would happen: it must not let the cloud pick, nor replace the group.
-if [ "$CLOUD" != local ] && [ "$TF_ACTION" = apply ] && [ "$allow_unnamed" != true ]; then
-  unnamed="$("$PY" -c '
+  # Whatever the state said, the plan is what would happen: it must not let the cloud pick, nor replace the group
+  # or a live instance (Terraform would stop it under a running step).
+  if [ "$TF_ACTION" = apply ] && [ "$allow_unnamed" != true ]; then
+    local unnamed
+    unnamed="$("$PY" -c '
 import json, sys
+cloud = sys.argv[1]
 SIZE = {"aws_autoscaling_group": "desired_capacity", "azurerm_linux_virtual_machine_scale_set": "instances",
         "google_compute_region_instance_group_manager": "target_size"}
+INSTANCE = {"aws_instance", "azurerm_linux_virtual_machine", "azurerm_virtual_machine", "google_compute_instance",
+            "google_compute_instance_from_template"}
 for rc in json.load(sys.stdin).get("resource_changes", []):
-    size = SIZE.get(rc.get("type"))
-    if size is None or rc.get("mode") != "managed":
+    if rc.get("mode") != "managed":
         continue
     actions, before, after = rc["change"]["actions"], rc["change"].get("before") or {}, rc["change"].get("after") or {}
+    kind = rc.get("type")
+    if kind in INSTANCE or (kind == "terraform_data" and rc.get("name") == "tentacle"):
+        if "delete" in actions and "create" in actions:
+            print(rc["address"], "(a live instance) would be replaced in place, stopping it under whatever runs on",
+                  "it; an outdated instance must stay until the package has drained it and names it;")
+        continue
+    size = SIZE.get(kind)
+    if size is None or cloud == "local":
+        continue
     if "delete" in actions:
         how = "replaced" if "create" in actions else "destroyed"
         print(rc["address"], f"would be {how}, and every instance in it with it, drained or not;")
     elif "update" in actions and isinstance(before.get(size), int) and isinstance(after.get(size), int) \
             and after[size] < before[size]:
         print(rc["address"], f"{size} would go from {before[size]} to {after[size]}, and the cloud would pick which",
-              f"{before[size] - after[size]} instance(s) to remove, busy or not;")' <"$work/plan.json")"
-  if [ -n "$unnamed" ]; then
-    done_so_far="Nothing was changed."
-    [ "$(printf '%s' "$removal" | "$PY" -c 'import json, sys; print(len(json.load(sys.stdin)["removed"]))')" = 0 ] ||
-      done_so_far="Only the named instances were removed: $removal."
-    die "refusing to apply the plan for deployment $prefix:" "$unnamed" "name the instances the package has" \
-      "drained in remove_instances (TF_VAR_remove_instances), retire the fleet to remove it, or set" \
-      "OCTOPUS_TF_ALLOW_UNNAMED_REMOVAL=true for a fleet known to be idle. $done_so_far"
+              f"{before[size] - after[size]} instance(s) to remove, busy or not;")' "$CLOUD" <"$work/plan.json")"
+    if [ -n "$unnamed" ]; then
+      local done_so_far="Nothing was changed."
+      [ "$(printf '%s' "$removal" | "$PY" -c 'import json, sys; print(len(json.load(sys.stdin)["removed"]))')" = 0 ] ||
+        done_so_far="Only the named instances were removed: $removal."
+      [ "$applies" = 0 ] || done_so_far="The first apply of this run went through (surge $surge)."
+      die "refusing to apply the plan for deployment $prefix:" "$unnamed" "name the instances the package has" \
+        "drained in remove_instances (TF_VAR_remove_instances), retire the fleet to remove it, or set" \
+        "OCTOPUS_TF_ALLOW_UNNAMED_REMOVAL=true for a fleet known to be idle. $done_so_far"
+    fi
   fi
-fi
 
-case "$TF_ACTION" in
-  apply|destroy) tf apply -input=false -no-color -lock-timeout="$lock_timeout" "$work/tfplan" ;;
-esac
+  case "$TF_ACTION" in
+    apply|destroy) tf apply -input=false -no-color -lock-timeout="$lock_timeout" "$work/tfplan" ;;
+  esac
+  applies=$((applies + 1))
+}
+
+applies=0 changes='{}' instances_before=''
+plan_and_apply
+[ "$TF_ACTION" != apply ] || outputs_json="$(terraform output -json)"
+if [ "$TF_ACTION" = apply ] && [ "$CLOUD" != local ]; then
+  # The apply may just have made instances outdated (a new template or model reaches no running instance): the
+  # group must then grow by as many, so that instance_count current instances run beside them. At most twice more.
+  for _ in 1 2; do
+    wanted="$(printf '%s' "$outputs_json" | "$PY" -c '
+import json, sys
+out = {k: v.get("value") for k, v in json.load(sys.stdin).items()}
+print(len({str(n) for n in out.get("outdated_instances") or []} - set(json.loads(sys.argv[1]))))' "$remove_json")"
+    [ "$wanted" -gt "$surge" ] || break
+    echo "terraform-fleet: $wanted $CLOUD instances are outdated: growing the group to instance_count + $wanted" \
+      "so the new instances run beside them (the package drains and removes the outdated ones by name)" >&2
+    surge="$wanted"
+    plan_and_apply
+    outputs_json="$(terraform output -json)"
+  done
+fi
 
 removed='[]'
 
 if [ "$TF_ACTION" = apply ]; then
-  outputs="$(terraform output -json | "$PY" -c '
+  outputs="$(printf '%s' "$outputs_json" | "$PY" -c '
 import json, sys
 print(json.dumps({k: v["value"] for k, v in json.load(sys.stdin).items() if not v.get("sensitive")},
                  separators=(",", ":"), sort_keys=True))')"

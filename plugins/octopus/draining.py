@@ -140,3 +140,70 @@ def choose_leaving(workers: Sequence[Mapping[str, Any]], keep: int) -> list[dict
         return []
     ordered = sorted(workers, key=lambda w: _natural(w["name"]), reverse=True)
     return [{"name": w["name"], "thumbprint": str(w["thumbprint"]).upper()} for w in ordered[: len(workers) - keep]]
+
+
+# ---- What a drain waited for: kept across the sensor's pokes (each poke of a rescheduled sensor is a new process)
+
+
+def note_holds(
+    log: Mapping[str, Any] | None, holds_: Sequence[Hold], now: datetime, workers: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The drain's log with one more read of ``workers`` (the workers being drained): per worker, the steps seen
+    holding it and when a read first found it free again after the last one that found it held.
+
+    ``{"started": iso, "workers": {worker: {"tasks": [...], "last_held": iso, "free_at": iso | None}}}``; stale
+    leases are not waited for, so they are not noted here (the result lists them apart).
+    """
+    stamp = now.isoformat()
+    log = {"started": (log or {}).get("started") or stamp, "workers": dict((log or {}).get("workers") or {})}
+    held = {h["worker"] for h in holds_ if not h["stale"]}
+    for hold in holds_:
+        if hold["stale"]:
+            continue
+        entry = dict(log["workers"].get(hold["worker"]) or {"tasks": []})
+        entry["tasks"] = sorted({*entry["tasks"], hold["task"]})
+        entry["last_held"], entry["free_at"] = stamp, None
+        log["workers"][hold["worker"]] = entry
+    for worker in set(workers) - held:
+        entry = log["workers"].get(worker)
+        if entry and not entry.get("free_at"):
+            log["workers"][worker] = {**entry, "free_at": stamp}
+    return log
+
+
+def waited_per_worker(
+    log: Mapping[str, Any] | None, workers: Iterable[str], now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Per worker being drained: how long the drain waited for it (from its first read until a read found it free
+    after the last step on it ended; until ``now`` if none has yet; 0 when no read found a step on it) and for
+    which steps. Sorted by worker name."""
+    log = log or {}
+    started = parse_octopus_date(log.get("started"))
+    seen = log.get("workers") or {}
+    result = []
+    for worker in sorted(set(workers)):
+        entry = seen.get(worker) or {}
+        end = parse_octopus_date(entry.get("free_at")) or (now if entry.get("last_held") else None)
+        waited = (end - started).total_seconds() if started and end else 0.0
+        result.append(
+            {"worker": worker, "waited_seconds": round(max(waited, 0.0), 1), "tasks": list(entry.get("tasks") or [])}
+        )
+    return result
+
+
+def drain_label(
+    cloud: str, what: str, state: str, *, count: int = 0, tasks: Sequence[str] = (), waited: float = 0
+) -> str:
+    """The grid's label of a per-cloud drain (its map index): ``aws: draining 2 (ServerTasks-12, …)``,
+    ``aws: nothing leaves``, ``aws: drained 2 in 40s``. ``what`` names the instances (``leaving``, ``outdated``)."""
+    if state == "nothing":
+        return f"{cloud}: nothing {'leaves' if what == 'leaving' else what}"
+    noun = f"{count} {what}" if what != "leaving" else str(count)
+    if state == "busy":
+        shown = ", ".join(list(tasks)[:2]) + (", …" if len(tasks) > 2 else "")
+        return f"{cloud}: draining {noun}" + (f" ({shown})" if shown else "")
+    if state == "forced":
+        return f"{cloud}: FORCED {noun} after {waited:.0f}s"
+    if state == "timeout":
+        return f"{cloud}: drain of {noun} timed out after {waited:.0f}s"
+    return f"{cloud}: drained {noun} in {waited:.0f}s"

@@ -226,18 +226,24 @@ class TerraformFleetOperator(BashOperator):
     The XCom is a dict: ``{"cloud", "action", "changes", "outputs"}`` (the module's non-sensitive outputs).
 
     :param fleet_plan: one entry of ``get_spaces``.
+    :param remove_instances: the instances this apply removes by name, instead of ``fleet_plan["remove_instances"]``
+        (templated): a list of worker names, or the XCom of an
+        :class:`~octopus.sensors.OctopusRemovedInstancesDrainedSensor` (its ``instances``, drained and their records
+        deleted). Given and empty, the task is skipped without running
+        Terraform: nothing to remove (e.g. ``remove_outdated`` when no instance is outdated).
     :param destroy: run ``destroy`` instead of ``apply``.
     :param dry_run: plan only (templated).
     :param octopus_conn_id: connection whose password is the API key (only used for local clouds).
     :param ledger_store: where the deployment's ledger and lease live (default: Airflow Variables).
     """
 
-    template_fields: Sequence[str] = (*BashOperator.template_fields, "fleet_plan", "dry_run")
+    template_fields: Sequence[str] = (*BashOperator.template_fields, "fleet_plan", "dry_run", "remove_instances")
 
     def __init__(
         self,
         *,
         fleet_plan: Mapping[str, Any],
+        remove_instances: Any = None,
         destroy: bool = False,
         dry_run: Any = False,
         octopus_conn_id: str = "octopus_default",
@@ -250,6 +256,7 @@ class TerraformFleetOperator(BashOperator):
         kwargs.setdefault("output_processor", parse_result)
         super().__init__(**kwargs)
         self.fleet_plan = fleet_plan
+        self.remove_instances = remove_instances
         self.destroy = destroy
         self.dry_run = dry_run
         self.octopus_conn_id = octopus_conn_id
@@ -262,15 +269,30 @@ class TerraformFleetOperator(BashOperator):
             return "plan-destroy" if dry else "destroy"
         return "plan" if dry else "apply"
 
+    def _named(self) -> list[str] | None:
+        """The names given in ``remove_instances`` (``None``: not given, the fleet plan's own are used)."""
+        value = self.remove_instances
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else []
+        if isinstance(value, Mapping):
+            value = value.get("instances") or []
+        return [str(n) for n in value or []]
+
+    def _plan(self) -> Mapping[str, Any]:
+        named = self._named()
+        return self.fleet_plan if named is None else {**self.fleet_plan, "remove_instances": named}
+
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
         super().render_template_fields(context, jinja_env)
-        self.env = {**(self.env or {}), **terraform_env(self.fleet_plan, self.action)}
+        self.env = {**(self.env or {}), **terraform_env(self._plan(), self.action)}
 
     def get_env(self, context: Context) -> dict[str, str]:
         """The worker's allowed variables, this task's ``env``, the API key (local clouds only), Airflow's context."""
         cloud = self.fleet_plan["cloud"]
         # Also here, not only at render time: a mapped operator is rendered on an unmapped copy.
-        env = {**filtered_environ(cloud), **(self.env or {}), **terraform_env(self.fleet_plan, self.action)}
+        env = {**filtered_environ(cloud), **(self.env or {}), **terraform_env(self._plan(), self.action)}
         env.pop("OCTOPUS_API_KEY", None)
         if cloud in CLOUDS_WITH_KEY_IN_ENV:
             from airflow.sdk import BaseHook
@@ -283,6 +305,10 @@ class TerraformFleetOperator(BashOperator):
         return env
 
     def execute(self, context: Context) -> Any:
+        if self._named() == []:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"{self.fleet_plan['cloud']}: nothing to remove; Terraform not run")
         check_state_is_shared(self.fleet_plan["cloud"])
         before = None
         if not as_bool(self.dry_run):

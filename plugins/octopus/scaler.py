@@ -80,11 +80,10 @@ def scale_policy(params: Mapping[str, Any]) -> autoscale.ScalePolicy:
 
 
 def space_policy(params: Mapping[str, Any]) -> access_policy.AccessPolicy:
-    """The access policy: ``allowed_spaces`` (empty: all) and ``denied_spaces`` (deny wins)."""
-    allowed = [s for s in params.get("allowed_spaces") or [] if str(s).strip()]
-    return access_policy.parse_access_policy(
-        {"allow": allowed or access_policy.ALL, "deny": list(params.get("denied_spaces") or [])}
-    )
+    """The access policy, as the share DAG reads it (:func:`octopus.tasks.space_policy`)."""
+    from octopus import tasks
+
+    return tasks.space_policy(params)
 
 
 # --------------------------------------------------------------------------- the tick
@@ -603,7 +602,9 @@ def tick_task(context: Mapping[str, Any], *, conn_id: str, env: TickEnv | None =
     stale = params.get("stale_lease_minutes")
     if stale:
         env.stale_after_seconds = float(stale) * 60
-    env.share_conf = dict(params.get("share_conf") or {})
+    # The share runs it triggers apply the same access policy: they never add a copy where the scaler withdraws one.
+    policy = {k: list(params[k]) for k in ("allowed_spaces", "denied_spaces") if params.get(k)}
+    env.share_conf = {**dict(params.get("share_conf") or {}), **policy}
     try:
         summary = run_tick(params, env)
     except (

@@ -126,7 +126,18 @@ class OctopusWorkersRegisteredSensor(BaseSensorOperator):
     # -- helpers
     @property
     def _expected(self) -> int:
-        return int(self.fleet_plan["instance_count"])
+        """``instance_count`` current instances, plus the outdated ones still running beside them (a rebuild without
+        a gap: they stay registered and shared until the share DAG has drained and removed them)."""
+        return int(self.fleet_plan["instance_count"]) + len(self._outdated())
+
+    def _outdated(self) -> list[str]:
+        result = self.terraform_output
+        if isinstance(result, str) and result.strip().startswith("{"):
+            import json
+
+            result = json.loads(result)
+        outputs = ((result or {}).get("outputs") or {}) if isinstance(result, Mapping) else {}
+        return [str(n) for n in outputs.get("outdated_instances") or []]
 
     @property
     def _store(self) -> ledger.LedgerStore:
@@ -287,7 +298,11 @@ class OctopusWorkersDrainedSensor(BaseSensorOperator):
     task fails naming the steps that still hold a worker, which stays disabled and intact — unless ``force``.
     In a dry run it reads once and reports who holds what, without waiting.
 
-    Pushes ``{"records", "waited_seconds", "stale", "held_by", "forced"}``: what the removal and the summary show.
+    Pushes ``{"records", "waited_seconds", "workers", "stale", "held_by", "forced"}``: what the removal and the
+    summary show; ``workers`` says, per worker, how long the drain waited for it and for which steps (kept across
+    pokes in a Variable ``octopus_drain_log.<dag>.<run>.<task>.<map index>``, deleted when the drain ends). While it
+    waits, the ``drain_label`` context variable says what it waits for (a mapped drain's ``map_index_template``
+    shows it in the grid, e.g. ``aws: draining 2 (ServerTasks-12, …)``).
 
     :param records: the ``disable_records`` XComs (a list, or a list of lists from a mapped task).
     :param drain_timeout: seconds (templated).
@@ -310,9 +325,11 @@ class OctopusWorkersDrainedSensor(BaseSensorOperator):
         force: Any = False,
         dry_run: Any = False,
         mode: str = "reschedule",
+        drain_log_store: ledger.LedgerStore | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(mode=mode, **kwargs)
+        self.drain_log_store = drain_log_store
         self.records = records
         self.octopus_conn_id = octopus_conn_id
         self.drain_timeout = drain_timeout
@@ -323,6 +340,59 @@ class OctopusWorkersDrainedSensor(BaseSensorOperator):
         self.dry_run = dry_run
         self._last: list[dict[str, Any]] = []
         self._waited = 0.0
+        self._drain_log: dict[str, Any] | None = None
+        self._context: Any = None
+        self._label_waited = 0.0
+
+    # -- what the drain waited for (kept across pokes) and the grid's label
+    what = "leaving"
+
+    def _cloud(self, records: list[dict[str, Any]]) -> str:
+        return str(records[0].get("cloud") or "") if records else ""
+
+    def _log_key(self) -> str | None:
+        ti = (self._context or {}).get("ti") if isinstance(self._context, Mapping) else None
+        try:
+            return f"octopus_drain_log.{ti.dag_id}.{ti.run_id}.{ti.task_id}.{ti.map_index}"
+        except AttributeError:
+            return None
+
+    def _log_store(self) -> ledger.LedgerStore:
+        return self.drain_log_store or ledger.VariableStore()
+
+    def _note(self, holds: list[dict[str, Any]]) -> None:
+        from airflow.sdk import timezone
+
+        from octopus import draining
+
+        key = self._log_key()
+        if self._drain_log is None and key:
+            self._drain_log = dict(self._log_store().load(key) or {})
+        before = self._drain_log
+        names = [r.get("name") or r["id"] for r in self._records()]
+        self._drain_log = draining.note_holds(before, holds, timezone.utcnow(), names)
+        if key and (any(not h["stale"] for h in holds) or (before or {}).get("workers") != self._drain_log["workers"]):
+            self._log_store().save(key, self._drain_log)
+
+    def _end_log(self) -> None:
+        key = self._log_key()
+        if key and self._drain_log is not None:
+            self._log_store().delete(key)
+
+    def _label(self, state: str, records: list[dict[str, Any]], holds: list[dict[str, Any]] = ()) -> None:
+        from octopus import draining
+
+        if not isinstance(self._context, dict):
+            return
+        cloud = self._cloud(records)
+        if not cloud:
+            return
+        count = len({r.get("thumbprint") or r.get("name") for r in records})
+        tasks = sorted({h["task"] for h in holds if not h["stale"]})
+        waited = self._label_waited if state in ("forced", "timeout") else self._waited
+        self._context["drain_label"] = draining.drain_label(
+            cloud, self.what, state, count=count, tasks=tasks, waited=waited
+        )
 
     def _records(self) -> list[dict[str, Any]]:
         flat: list[dict[str, Any]] = []
@@ -364,12 +434,16 @@ class OctopusWorkersDrainedSensor(BaseSensorOperator):
         from octopus import draining
         from octopus.hooks import OctopusHook
 
+        self._context = context
         hook = OctopusHook(octopus_conn_id=self.octopus_conn_id)
         records = self._prepare(context, hook)
         if not records:
+            self._label("nothing", records)
             return PokeReturnValue(True, self._result(records, []))
         spaces = {r["space_id"]: r["space_name"] for r in records}
         first = self._read(hook, records)
+        if not as_bool(self.dry_run):
+            self._note(first)
         if as_bool(self.dry_run):
             self.log.info(
                 "Dry run: %d records would be drained; now held: %s",
@@ -379,12 +453,15 @@ class OctopusWorkersDrainedSensor(BaseSensorOperator):
             return PokeReturnValue(True, self._result(records, first))
         if draining.drain_verdict(first, None) == "busy":
             self._last = first
+            self._label("busy", records, first)
             self.log.info("Draining %d records, still held: %s", len(records), draining.describe_holds(first, spaces))
             return PokeReturnValue(False)
         time.sleep(self.settle)  # the second read, a poll apart: a step that took a worker meanwhile shows up
         second = self._read(hook, records)
+        self._note(second)
         if draining.drain_verdict(first, second) != "drained":
             self._last = second
+            self._label("busy", records, second)
             self.log.info("A step took a drained worker meanwhile: %s", draining.describe_holds(second, spaces))
             return PokeReturnValue(False)
         stale = [h for h in second if h["stale"]]
@@ -394,7 +471,9 @@ class OctopusWorkersDrainedSensor(BaseSensorOperator):
             "Drained: %d records, no step holds any of them (two reads %.0fs apart)", len(records), self.settle
         )
         if not self._on_drained(hook, records, second):
+            self._label("busy", records, second)
             return PokeReturnValue(False)
+        self._label("drained", records, second)
         return PokeReturnValue(True, self._result(records, second))
 
     def _prepare(self, context: Context, hook: Any) -> list[dict[str, Any]]:
@@ -405,10 +484,21 @@ class OctopusWorkersDrainedSensor(BaseSensorOperator):
         """What to do once drained (here: nothing; the retire's own tasks delete). False: not done yet."""
         return True
 
+    def _on_forced(self, records: list[dict[str, Any]]) -> None:
+        """What to do when ``force`` removes workers still held (here: nothing; the retire's own tasks delete)."""
+
     def _result(self, records: list[dict[str, Any]], holds: list[dict[str, Any]], *, forced: bool = False) -> dict:
+        from airflow.sdk import timezone
+
+        from octopus import draining
+
+        names = [r.get("name") or r["id"] for r in records]
+        workers = draining.waited_per_worker(self._drain_log, names, timezone.utcnow())
+        self._end_log()
         return {
             "records": records,
             "waited_seconds": round(self._waited, 1),
+            "workers": workers,
             "stale": [h for h in holds if h["stale"]],
             "held_by": [h for h in holds if not h["stale"]],
             "forced": forced,
@@ -429,9 +519,15 @@ class OctopusWorkersDrainedSensor(BaseSensorOperator):
             records = self._records()
             spaces = {r["space_id"]: r["space_name"] for r in records}
             holding = draining.describe_holds(self._last, spaces) or "unknown (no read succeeded)"
+            self._waited = max(self._waited, self.timeout)
+            self._label_waited = self.timeout  # the label names the limit that ran out, not the poke's timing
             if as_bool(self.force):
                 self.log.warning("FORCED after %.0fs: removing workers still held by %s", self.timeout, holding)
+                self._on_forced(records)
+                self._label("forced", records, self._last)
                 return self._result(records, self._last, forced=True)
+            self._label("timeout", records, self._last)
+            self._end_log()
             raise AirflowSensorTimeout(
                 f"Drain timed out after {self.timeout:.0f}s: still held by {holding}. Those workers stay disabled "
                 "and intact (no record deleted, no instance removed). Clear this task to wait again once the steps "
@@ -441,29 +537,83 @@ class OctopusWorkersDrainedSensor(BaseSensorOperator):
 
 class OctopusRemovedInstancesDrainedSensor(OctopusWorkersDrainedSensor):
     """
-    Before Terraform removes instances (a lower ``instance_count``): drain them, then delete their records.
+    Before Terraform removes instances: drain them, then delete their records.
 
-    ``fleet_plan["remove"]`` (``[{"name", "thumbprint"}]``, chosen by ``get_spaces``: the package picks who
-    leaves, never the cloud) are instances of the last sealed fleet. Each poke, under the deployment's lease,
-    disables every record carrying one of their thumbprints in every space the deployment wrote to (only sealed
-    endpoints: the evidence is read from the ledger), then waits as :class:`OctopusWorkersDrainedSensor` does;
-    once drained it deletes those records, and ``terraform_apply`` removes exactly those instances
-    (``remove_instances``). With nothing to remove it returns at once, without a request.
+    Which instances: with ``terraform_output`` unset, ``fleet_plan["remove"]`` (``[{"name", "thumbprint"}]``,
+    chosen by ``get_spaces`` when ``instance_count`` is lower: the package picks who leaves, never the cloud); with
+    ``terraform_output`` (``terraform_apply``'s XCom), the instances its module reports as *outdated* (built from an
+    older configuration: a rebuild without a gap, after ``share_to_space`` has shared the current ones). Either way
+    only instances of the last sealed fleet, with sealed thumbprints, are drained. Each poke, under the deployment's
+    lease, disables every record carrying one of their thumbprints in every space the deployment wrote to, then
+    waits as :class:`OctopusWorkersDrainedSensor` does; once drained it deletes those records, and a
+    ``TerraformFleetOperator`` removes exactly those instances (``remove_instances``: the ``instances`` of this
+    task's XCom). With nothing to remove it returns at once, without an Octopus request.
     """
 
-    template_fields: Sequence[str] = (*OctopusWorkersDrainedSensor.template_fields, "fleet_plan")
+    template_fields: Sequence[str] = (*OctopusWorkersDrainedSensor.template_fields, "fleet_plan", "terraform_output")
 
-    def __init__(self, *, fleet_plan: Mapping[str, Any], ledger_store: ledger.LedgerStore | None = None, **kwargs):
+    def __init__(
+        self,
+        *,
+        fleet_plan: Mapping[str, Any],
+        terraform_output: Any = None,
+        ledger_store: ledger.LedgerStore | None = None,
+        **kwargs: Any,
+    ):
         kwargs.setdefault("records", [])
+        kwargs.setdefault("drain_log_store", ledger_store)
         super().__init__(**kwargs)
         self.fleet_plan = fleet_plan
+        self.terraform_output = terraform_output
         self.ledger_store = ledger_store
+        self._prepared: list[dict[str, Any]] | None = None
+        self._leaving: list[dict[str, str]] = []
+
+    @property
+    def what(self) -> str:  # type: ignore[override]
+        return "leaving" if self.terraform_output is None else "outdated"
+
+    def _cloud(self, records: list[dict[str, Any]]) -> str:
+        return str(self.fleet_plan["cloud"])
+
+    def _records(self) -> list[dict[str, Any]]:
+        return list(self._prepared) if self._prepared is not None else super()._records()
+
+    def _outdated_names(self) -> list[str]:
+        result = self.terraform_output
+        if isinstance(result, str):  # terraform_apply's XCom: a dict (or, from older runs, its JSON line)
+            import json
+
+            result = json.loads(result)
+        outputs = (result or {}).get("outputs") or {} if isinstance(result, Mapping) else {}
+        return sorted({str(n) for n in outputs.get("outdated_instances") or []})
+
+    def _leaving_from(self, doc: Mapping[str, Any], signer: ledger.Signer) -> list[dict[str, str]]:
+        """The outdated instances that are in the last sealed fleet (nothing else is ever removed this way)."""
+        names = set(self._outdated_names())
+        fleet = ledger.verified(doc, signer)["fleet"] if doc.get("fleet") else None
+        sealed = {str(w["name"]): w for w in (fleet or {}).get("workers") or []}
+        unknown = sorted(names - set(sealed))
+        if unknown:
+            self.log.warning(
+                "Outdated per Terraform but not in the deployment's last sealed fleet, so never drained or removed "
+                "by this run: %s",
+                ", ".join(unknown),
+            )
+        return [{"name": n, "thumbprint": str(sealed[n]["thumbprint"]).upper()} for n in sorted(names & set(sealed))]
 
     def _prepare(self, context: Context, hook: Any) -> list[dict[str, Any]]:
         from octopus import operations, tasks
 
-        leaving = self.fleet_plan.get("remove") or []
-        if not leaving:
+        self._leaving = []
+        self._prepared = []
+        if self.terraform_output is None:
+            leaving = list(self.fleet_plan.get("remove") or [])
+        elif not self._outdated_names():
+            leaving = []
+        else:
+            leaving = None  # from the ledger, below
+        if leaving == []:
             return []
         plan, store = self.fleet_plan, self.ledger_store or ledger.VariableStore()
         if as_bool(self.dry_run):
@@ -473,8 +623,14 @@ class OctopusRemovedInstancesDrainedSensor(OctopusWorkersDrainedSensor):
                 doc = ledger.check_fence(store, plan["prefix"], plan["cloud"], tasks.this_run(context), tasks.run_state)
             except (SharingError, ledger.LeaseError) as exc:
                 raise AirflowFailException(str(exc)) from None
-        owned = {o["thumbprint"] for o in ledger.verified(doc, hook.evidence_signer())["owned"]}
+        signer = hook.evidence_signer()
+        if leaving is None:
+            leaving = self._leaving_from(doc, signer)
+            if not leaving:
+                return []
+        owned = {o["thumbprint"] for o in ledger.verified(doc, signer)["owned"]}
         thumbprints = {str(r["thumbprint"]).upper() for r in leaving} & owned
+        self._leaving = [dict(r) for r in leaving if str(r["thumbprint"]).upper() in thumbprints]
         spaces = {plan["initial_space"]["id"]: {"name": plan["initial_space"]["name"]}, **(doc.get("spaces") or {})}
         records: list[dict[str, Any]] = []
         for space_id, entry in sorted(spaces.items()):
@@ -482,12 +638,33 @@ class OctopusRemovedInstancesDrainedSensor(OctopusWorkersDrainedSensor):
             fleet = {"cloud": plan["cloud"], "owned": [{"thumbprint": t} for t in thumbprints]}
             records += operations.disable_space(hook, space, [fleet], dry_run=as_bool(self.dry_run))
         self.log.info(
-            "Removing %s: %d of their records disabled in %d spaces",
-            ", ".join(r["name"] for r in leaving),
+            "Removing %s%s: %d of their records disabled in %d spaces",
+            ", ".join(r["name"] for r in self._leaving),
+            " (outdated)" if self.terraform_output is not None else "",
             len(records),
             len(spaces),
         )
+        self._prepared = records
         return records
+
+    def _result(self, records: list[dict[str, Any]], holds: list[dict[str, Any]], *, forced: bool = False) -> dict:
+        result = super()._result(records, holds, forced=forced)
+        # The instances the next Terraform apply removes by name: drained (or forced), their records deleted.
+        result["instances"] = sorted(r["name"] for r in self._leaving)
+        result["cloud"] = self.fleet_plan["cloud"]
+        result["kind"] = self.what
+        return result
+
+    def _on_forced(self, records: list[dict[str, Any]]) -> None:
+        from octopus.exceptions import OctopusError
+        from octopus.hooks import OctopusHook
+
+        hook = OctopusHook(octopus_conn_id=self.octopus_conn_id)
+        for record in records:
+            try:
+                hook.delete_worker(record["space_id"], record["id"], missing_ok=True)
+            except OctopusError as exc:
+                self.log.warning("%s: not deleted (%s); its instance is removed anyway (force)", record["name"], exc)
 
     def _on_drained(self, hook: Any, records: list[dict[str, Any]], holds: list[dict[str, Any]]) -> bool:
         from octopus.exceptions import OctopusNotFoundError, OctopusValidationError

@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from octopus import ledger, operations
+from octopus import access_policy, ledger, operations, settings
 from octopus.exceptions import OctopusError
 from octopus.hooks import OctopusHook
 from octopus.sharing import (
@@ -86,7 +86,7 @@ def fail_fast_on_bad_input() -> Iterator[None]:
     """Turn errors that retrying cannot fix into ``AirflowFailException`` (no task retries)."""
     try:
         yield
-    except (SharingError, ledger.LeaseError, ledger.EvidenceError) as exc:
+    except (SharingError, access_policy.AccessPolicyError, ledger.LeaseError, ledger.EvidenceError) as exc:
         raise AirflowFailException(str(exc)) from None
     except OctopusError as exc:
         if not exc.retryable:
@@ -97,6 +97,17 @@ def fail_fast_on_bad_input() -> Iterator[None]:
 def instance_counts(params: Mapping[str, Any]) -> dict[str, int]:
     """Per-cloud counts: the param's entries over the defaults (a conf may name only the clouds it runs)."""
     return {**DEFAULT_INSTANCE_COUNT, **(params.get("instance_count") or {})}
+
+
+def space_policy(params: Mapping[str, Any]) -> access_policy.AccessPolicy:
+    """The run's access policy: its ``allowed_spaces``/``denied_spaces`` params over the standing ``[octopus]``
+    options (see :func:`octopus.access_policy.from_settings`)."""
+    return access_policy.from_settings(
+        params.get("allowed_spaces"),
+        params.get("denied_spaces"),
+        standing_allowed=settings.config_option("allowed_spaces"),
+        standing_denied=settings.config_option("denied_spaces"),
+    )
 
 
 def get_spaces(
@@ -132,6 +143,7 @@ def get_spaces(
             pins={cloud: doc.get("initial_space") for cloud, doc in docs.items()},
             initial_space=params.get("initial_space") or None,
             follow_pins=teardown,
+            policy=None if teardown else space_policy(params),
         )
         check_map_length(
             max(len(retire_spaces(plans, role=role)) for role in ("copy", "initial"))
@@ -172,6 +184,12 @@ def get_spaces(
             f"; without the pool: {', '.join(plan['spaces_without_pool'])}" if plan["spaces_without_pool"] else "",
             f"; not selected: {len(plan['spaces_not_selected'])}" if plan["spaces_not_selected"] else "",
         )
+        if plan.get("spaces_denied"):
+            log.warning(
+                "%s: denied by the access policy, our copies withdrawn (drained): %s",
+                plan["cloud"],
+                ", ".join(s["name"] for s in plan["spaces_denied"]),
+            )
     log.info("Discovery cost %d Octopus requests", hook.request_count)
     return plans
 
@@ -422,6 +440,7 @@ def summarize(
         summary["spaces_not_verified"] = {}
         drains = [d for d in _as_list(context["ti"].xcom_pull(task_ids="drain_removed")) if d and d.get("records")]
         summary["drain"] = {d["records"][0]["cloud"]: drain_report(d) for d in drains}
+        summary["rebuild"] = rebuild_report(context["ti"], plans)
         if not summary["dry_run"]:
             signer = OctopusHook(octopus_conn_id=conn_id).evidence_signer()
             with fail_fast_on_bad_input():
@@ -446,6 +465,13 @@ def summarize(
         problems = []
         if summary["clouds_not_ready"]:
             problems.append(f"fleet not ready for {', '.join(summary['clouds_not_ready'])} (see terraform_apply/wait)")
+        for cloud, rebuild in summary["rebuild"].items():
+            if rebuild["left"] and not summary["dry_run"]:
+                problems.append(
+                    f"{cloud}: outdated instances still run: {', '.join(rebuild['left'])} (drain_outdated or "
+                    "remove_outdated did not complete: they stay shared or disabled and intact, and the next run "
+                    "drains them again)"
+                )
         for space, records in summary["adoptable"].items():
             log.warning(
                 "Named like this fleet in %s but not proven ours (left alone): %s. If they are this deployment's own "
@@ -674,23 +700,67 @@ def summarize_retire(
 
 
 def drain_report(drained: Mapping[str, Any] | None) -> dict[str, Any]:
-    """What the summary shows of a drain: how long it waited, for which steps, and what it left disabled."""
+    """What the summary shows of a drain: how long it waited, per worker for which steps, and what it left disabled."""
     if not drained:
         return {}
     report = {
         "records": len(drained.get("records") or []),
         "waited_seconds": drained.get("waited_seconds", 0),
         "forced": bool(drained.get("forced")),
+        "workers": {
+            w["worker"]: {"waited_seconds": w["waited_seconds"], "tasks": list(w["tasks"])}
+            for w in drained.get("workers") or []
+        },
         "held_by": sorted({f"{h['worker']}: {h['task']}" for h in drained.get("held_by") or []}),
         "stale": sorted({f"{h['worker']}: {h['task']}" for h in drained.get("stale") or []}),
     }
+    if drained.get("instances") is not None:
+        report["instances"] = list(drained["instances"])
     log.info(
-        "Drain: %d records, waited %.0fs%s%s",
+        "Drain: %d records, waited %.0fs%s%s%s",
         report["records"],
         report["waited_seconds"],
+        "".join(
+            f"; {name} waited {w['waited_seconds']:.0f}s for {', '.join(w['tasks'])}"
+            for name, w in report["workers"].items()
+            if w["tasks"]
+        ),
         f"; FORCED while held by {', '.join(report['held_by'])}" if report["forced"] else "",
         f"; stale leases left disabled: {', '.join(report['stale'])}" if report["stale"] else "",
     )
+    return report
+
+
+def rebuild_report(ti: Any, plans: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per cloud with outdated instances (a rebuild without a gap): which were outdated, the drain, which the second
+    apply removed, and which are ``left`` (still running: the drain or the removal did not complete)."""
+    applied = {}
+    for line in _as_list(ti.xcom_pull(task_ids="terraform_apply")):
+        if line:
+            result = _destroy_output(line)
+            applied[result.get("cloud")] = result
+    drained = {d.get("cloud"): d for d in _as_list(ti.xcom_pull(task_ids="drain_outdated")) if d}
+    removed = {}
+    for line in _as_list(ti.xcom_pull(task_ids="remove_outdated")):
+        if line:
+            result = _destroy_output(line)
+            removed[result.get("cloud")] = list(result.get("removed") or [])
+    report = {}
+    for plan in plans:
+        cloud = plan["cloud"]
+        outdated = sorted(
+            str(n) for n in ((applied.get(cloud) or {}).get("outputs") or {}).get("outdated_instances") or []
+        )
+        if not outdated:
+            continue
+        gone = removed.get(cloud) or []
+        report[cloud] = {
+            "outdated": outdated,
+            "drain": drain_report(drained.get(cloud)) if cloud in drained else {},
+            "removed": gone,
+            "left": [n for n in outdated if n not in gone],
+        }
+        log.info("%s: rebuilt without a gap: outdated %s, removed %s", cloud, outdated, gone)
     return report
 
 

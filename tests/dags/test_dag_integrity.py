@@ -41,9 +41,17 @@ def test_share_tasks_and_edges(share_dag):
         "wait_for_workers": ["get_spaces", "terraform_apply"],
         "spaces_to_share": ["get_spaces"],
         "share_to_space": ["spaces_to_share", "wait_for_workers"],
+        # a rebuild without a gap: outdated instances are drained only once every space has the current ones
+        "drain_outdated": ["get_spaces", "share_to_space", "terraform_apply", "wait_for_workers"],
+        "remove_outdated": ["drain_outdated", "get_spaces"],
         # the spaces the shares were mapped over reach the summary by wiring: every index counts
-        "summarize": ["get_spaces", "share_to_space", "spaces_to_share", "wait_for_workers"],
+        "summarize": ["get_spaces", "remove_outdated", "share_to_space", "spaces_to_share", "wait_for_workers"],
     }
+    group = share_dag.get_task("terraform_apply").task_group
+    for task_id in ("drain_removed", "drain_outdated", "remove_outdated"):  # per cloud, labelled in the grid
+        assert share_dag.get_task(task_id).task_group is group, task_id
+        assert "fleet_plan['cloud']" in share_dag.get_task(task_id).map_index_template
+    assert "drain_label" in share_dag.get_task("drain_outdated").map_index_template
 
 
 def test_claim_deployment_heads_both_dags_and_waits_without_a_slot(share_dag, retire_dag):

@@ -1,4 +1,4 @@
-"""No deployment step killed: a retire drains every worker first (issue 19), end to end.
+"""No deployment step killed: a retire, a scale-in and a rebuild drain every worker first (issue 19), end to end.
 
 The real retire DAG under ``dag.test()`` against the emulator's lease model (simulated deployment steps that lease
 a worker of a pool and run on its simulated Tentacle) and the local Terraform cloud. Steps run throughout; every
@@ -7,6 +7,7 @@ test ends with the emulator's step counters: none killed, none failed for want o
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -36,11 +37,12 @@ class Workload:
         self.control, self.duration, self.every = control, duration, every
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
+        self.started: list[dict] = []
 
     def _run(self):
         while not self.stop.wait(self.every):
             for space in SPACES:
-                self.control.start_task(LOCAL_POOL, self.duration, space=space)
+                self.started.append(self.control.start_task(LOCAL_POOL, self.duration, space=space))
 
     def __enter__(self):
         self.thread.start()
@@ -49,6 +51,15 @@ class Workload:
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join(10)
+
+
+def complete_after_lease_reads(control, step, space_id, reads, run_ended):
+    """Complete ``step`` once the emulator has answered ``reads`` lease listings of ``space_id`` (or the run ended)."""
+    while not run_ended.is_set():
+        if len([r for r in control.requests() if r["path"].endswith(f"{space_id}/workertaskleases")]) >= reads:
+            break
+        run_ended.wait(0.05)
+    control.complete_task(step["id"])
 
 
 def steps_on_our_workers(control):
@@ -169,3 +180,81 @@ def test_an_unchanged_count_drains_nothing_and_reads_no_lease(local_cloud, emula
     assert str(dag_run.state) == "success", states
     assert xcom_value(dag_run, "drain_removed", map_index=0)["records"] == []
     assert not [r for r in emulator.control.requests() if "workertaskleases" in r["path"]]
+
+
+def test_an_unchanged_fleet_has_nothing_outdated_and_runs_no_second_apply(local_cloud, emulator):
+    emulator.control.reset(scenario())
+    run_dag("share_octopus_workers", local_conf())
+    emulator.control.clear_requests()
+    dag_run, states = run_dag("share_octopus_workers", local_conf())
+    assert str(dag_run.state) == "success", states
+    assert states["drain_outdated"] == {"local: nothing outdated": "success"}  # the grid says so
+    assert states["remove_outdated"] == {"local": "skipped"}  # Terraform did not run
+    assert states["drain_removed"] == {"local: nothing leaves": "success"}
+    assert xcom_value(dag_run, "drain_outdated", map_index=0)["instances"] == []
+    assert not [r for r in emulator.control.requests() if "workertaskleases" in r["path"]]
+    assert xcom_value(dag_run, "summarize")["rebuild"] == {}
+
+
+def test_a_rebuild_of_the_whole_fleet_under_load_leaves_no_gap_and_kills_no_step(local_cloud, emulator, monkeypatch):
+    """Issue 19, deliverable 3: every instance becomes outdated (the server URL it registers with changes); the run
+    builds and shares the new ones beside them, then drains the old ones and removes exactly those. No pool holds any
+    other worker, so a moment with no healthy enabled worker in a pool would fail a step for want of one."""
+    control = emulator.control
+    control.reset(make_scenario(3, [LOCAL_POOL]))  # only our workers: no team worker to absorb steps
+    dag_run, states = run_dag("share_octopus_workers", local_conf())
+    assert str(dag_run.state) == "success", states
+    old = {w["Name"]: w["Endpoint"]["Thumbprint"] for w in control.state()["workers"] if w["SpaceId"] == "Spaces-1"}
+    assert sorted(old) == ["t-local-1", "t-local-2"]
+
+    # A build input changes: the same server, reached by another URL (what a new server URL does to a fleet).
+    conn = {"conn_type": "http", "password": emulator.api_key, "extra": {"timeout": 30}}
+    conn["host"] = emulator.url.replace("127.0.0.1", "localhost")
+    assert conn["host"] != emulator.url
+    monkeypatch.setenv("AIRFLOW_CONN_OCTOPUS_DEFAULT", json.dumps(conn))
+
+    long_steps = [control.start_task(LOCAL_POOL, 4, space=space) for space in SPACES for _ in range(2)]
+    assert {t.get("worker_name") for t in long_steps} == {"t-local-1", "t-local-2"}
+    # A step that runs until the drain has read the leases twice (so it provably held an outdated worker).
+    held = control.start_task(LOCAL_POOL, None, space="Space 002")
+    assert held["worker_name"] in old
+    control.clear_requests()
+    run_ended = threading.Event()
+    release = threading.Thread(
+        target=complete_after_lease_reads, args=(control, held, "Spaces-2", 2, run_ended), daemon=True
+    )
+    release.start()
+    with Workload(control) as load:
+        dag_run, states = run_dag("share_octopus_workers", local_conf())
+    run_ended.set()
+    release.join(10)
+    assert str(dag_run.state) == "success", states
+    assert len(load.started) >= 3 * len(SPACES)  # steps ran throughout the rebuild
+
+    ours = sorted((w["SpaceId"], w["Name"]) for w in control.state()["workers"] if w["Name"].startswith("t-local-"))
+    assert ours == [(f"Spaces-{i}", f"t-local-{n}") for i in (1, 2, 3) for n in (3, 4)]  # shared everywhere
+    new = {w["Name"]: w["Endpoint"]["Thumbprint"] for w in control.state()["workers"] if w["SpaceId"] == "Spaces-1"}
+    assert not set(new.values()) & set(old.values())  # new instances, not re-registered old ones
+    assert not (local_cloud / "t-local-1").exists() and not (local_cloud / "t-local-2").exists()  # instances gone
+
+    applied = xcom_value(dag_run, "terraform_apply", map_index=0)
+    assert applied["outputs"]["outdated_instances"] == ["t-local-1", "t-local-2"]
+    assert applied["changes"] == {"create": 2}  # built beside them: nothing replaced, nothing deleted
+    drained = xcom_value(dag_run, "drain_outdated", map_index=0)
+    assert drained["instances"] == ["t-local-1", "t-local-2"] and len(drained["records"]) == 6
+    assert xcom_value(dag_run, "remove_outdated", map_index=0)["removed"] == ["t-local-1", "t-local-2"]
+    [label] = states["drain_outdated"]
+    assert label.startswith("local: drained 2 outdated in "), label  # the grid shows the drain
+
+    summary = xcom_value(dag_run, "summarize")
+    rebuild = summary["rebuild"]["local"]
+    assert rebuild["outdated"] == rebuild["removed"] == ["t-local-1", "t-local-2"] and rebuild["left"] == []
+    waited = rebuild["drain"]["workers"]
+    assert set(waited) == {"t-local-1", "t-local-2"}
+    # The summary names the step the drain waited for, on its worker, and how long that worker was waited for.
+    assert held["id"] in waited[held["worker_name"]]["tasks"], waited
+    assert waited[held["worker_name"]]["waited_seconds"] > 0, waited
+    assert control.task(held["id"])["state"] == "Success"  # it ran to its end on the outdated worker
+
+    counters = assert_no_step_harmed(control)
+    assert counters["succeeded"] >= len(long_steps) + len(load.started)

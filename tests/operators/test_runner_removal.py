@@ -85,3 +85,21 @@ def test_a_scale_in_through_the_runner_removes_the_instance_the_package_named(lo
     third = run(emulator, 2)
     assert third["changes"] == {} and third["removed"] == []
     assert third["outputs"]["worker_names"] == ["named-local-1", "named-local-3"]
+
+
+# ------------------------------------------------------------------ remove_outdated: names from the drain's XCom
+def test_the_drain_result_names_what_the_apply_removes_and_nothing_else():
+    drained = {"records": [{"name": "octopus-shared-aws-i-0abc"}], "instances": ["octopus-shared-aws-i-0abc"]}
+    op = TerraformFleetOperator(task_id="remove_outdated", fleet_plan={**PLAN, "remove_instances": ["other"]},
+                                remove_instances=drained)
+    env = {**(op.env or {}), **terraform_env(op._plan(), op.action)}
+    assert json.loads(env["TF_VAR_remove_instances"]) == ["octopus-shared-aws-i-0abc"]
+
+
+def test_nothing_to_remove_skips_without_running_terraform(monkeypatch):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    monkeypatch.setenv("PATH", "/nonexistent")  # were Terraform or the runner started, they could not be found
+    op = TerraformFleetOperator(task_id="remove_outdated", fleet_plan=PLAN, remove_instances={"instances": []})
+    with pytest.raises(AirflowSkipException, match="nothing to remove; Terraform not run"):
+        op.execute(task_context())

@@ -179,3 +179,75 @@ def test_trigger_deadline_in_the_past_times_out():
         deadline=time.time() - 1,
     )
     assert trigger.serialize()[1]["fleet_spec"]["expected_count"] == 1
+
+
+# ---- issue 19: a rebuild without a gap (outdated instances) and visible draining
+def outdated_output(names, outdated):
+    result = inventory(*names)
+    result["outputs"]["outdated_instances"] = list(outdated)
+    return result
+
+
+class TestRebuild:
+    def test_the_wait_counts_outdated_instances_beside_instance_count(self, seeded):
+        """They still run and stay shared until drained: the fleet recorded holds them on top of instance_count."""
+        out = outdated_output(["t-local-1"], ["t-local-1"])
+        result = sensor({**seeded, "instance_count": 0}, terraform_output=out).poke(CONTEXT)
+        assert [w["name"] for w in result.xcom_value["workers"]] == ["t-local-1"]
+
+    def test_nothing_outdated_returns_at_once_without_a_request(self, seeded, emulator):
+        from octopus.sensors import OctopusRemovedInstancesDrainedSensor
+
+        emulator.control.clear_requests()
+        task = OctopusRemovedInstancesDrainedSensor(
+            task_id="drain_outdated", fleet_plan=seeded, terraform_output=outdated_output(["t-local-1"], []),
+            ledger_store=ledger.MemoryStore(),
+        )
+        context = dict(CONTEXT)
+        result = task.poke(context)
+        assert result.is_done and result.xcom_value["instances"] == [] and result.xcom_value["records"] == []
+        assert emulator.control.requests() == []
+        assert context["drain_label"] == "local: nothing outdated"
+
+    def test_only_outdated_instances_of_the_last_sealed_fleet_are_drained_and_their_records_deleted(
+        self, seeded, emulator
+    ):
+        from octopus.sensors import OctopusRemovedInstancesDrainedSensor
+
+        store = ledger.MemoryStore()
+        plan = {**seeded, "instance_count": 1}
+        sensor(plan, store, terraform_output=inventory("t-local-1")).poke(CONTEXT)  # seals the fleet [t-local-1]
+        task = OctopusRemovedInstancesDrainedSensor(
+            task_id="drain_outdated", fleet_plan=plan, ledger_store=store, settle=0,
+            terraform_output=outdated_output(["t-local-1", "t-local-99"], ["t-local-1", "t-local-99"]),
+        )
+        context = dict(CONTEXT)
+        result = task.poke(context)
+        assert result.is_done and result.xcom_value["instances"] == ["t-local-1"]  # t-local-99 was never sealed
+        assert result.xcom_value["kind"] == "outdated" and result.xcom_value["workers"] == [
+            {"worker": "t-local-1", "waited_seconds": 0.0, "tasks": []}]
+        names = sorted(w["Name"] for w in emulator.control.state()["workers"])
+        assert names == ["t-local-2", "t-local-99"]  # its record deleted; the look-alike left alone
+        assert context["drain_label"].startswith("local: drained 1 outdated in ")
+
+
+def test_the_drain_log_says_per_worker_how_long_and_for_which_steps():
+    from datetime import datetime, timedelta, timezone
+
+    from octopus import draining
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    hold = {"space_id": "Spaces-1", "worker_id": "Workers-1", "worker": "w-1", "task": "ServerTasks-7",
+            "taken_at": "", "stale": False}
+    log = draining.note_holds(None, [hold], t0, ["w-1", "w-2"])
+    log = draining.note_holds(log, [{**hold, "task": "ServerTasks-9"}], t0 + timedelta(seconds=30), ["w-1", "w-2"])
+    log = draining.note_holds(log, [], t0 + timedelta(seconds=45), ["w-1", "w-2"])
+    log = draining.note_holds(log, [], t0 + timedelta(seconds=60), ["w-1", "w-2"])  # still free: the end stays
+    assert draining.waited_per_worker(log, ["w-1", "w-2"], t0 + timedelta(seconds=90)) == [
+        {"worker": "w-1", "waited_seconds": 45.0, "tasks": ["ServerTasks-7", "ServerTasks-9"]},
+        {"worker": "w-2", "waited_seconds": 0.0, "tasks": []},
+    ]
+    assert draining.drain_label("aws", "leaving", "busy", count=2, tasks=["ServerTasks-12", "ServerTasks-13",
+                                                                           "ServerTasks-14"]) == (
+        "aws: draining 2 (ServerTasks-12, ServerTasks-13, …)")
+    assert draining.drain_label("aws", "leaving", "nothing") == "aws: nothing leaves"

@@ -278,3 +278,55 @@ run "instances_already_gone_pass_the_removal_check" {
     error_message = "the inventory is unchanged"
   }
 }
+
+# ---- A rebuild without a gap (issue 19): outdated instances stay, the group surges beside them ----
+
+run "the_group_holds_instance_count_plus_the_outdated_instances_still_draining" {
+  command = plan
+
+  variables {
+    surge_instances = 2
+  }
+
+  assert {
+    condition     = aws_autoscaling_group.workers.desired_capacity == 5 && aws_autoscaling_group.workers.max_size == 5
+    error_message = "the group must hold instance_count current instances beside the outdated ones (surge)"
+  }
+  assert {
+    condition     = output.instance_count == 3
+    error_message = "instance_count counts the current instances only"
+  }
+  assert {
+    condition     = [for t in aws_launch_template.worker.tag_specifications : t.tags["octopus:build"] if t.resource_type == "instance"] == [local.build]
+    error_message = "the launch template must tag its instances with the build they are launched from"
+  }
+}
+
+run "instances_not_launched_from_the_current_build_are_outdated" {
+  command = apply
+
+  override_data {
+    target = data.aws_instances.current
+    values = {
+      ids = ["i-0aaa1111111111111"]
+    }
+  }
+
+  assert {
+    condition     = output.outdated_instances == ["octo-w-i-0bbb2222222222222"]
+    error_message = "an instance without the current build tag is outdated"
+  }
+  assert {
+    condition     = data.aws_instances.current.instance_tags["octopus:build"] == local.build
+    error_message = "the current build is read from the instances' octopus:build tag"
+  }
+}
+
+run "nothing_is_outdated_when_every_instance_runs_the_current_build" {
+  command = apply
+
+  assert {
+    condition     = output.outdated_instances == []
+    error_message = "instances launched from the current build are not outdated"
+  }
+}

@@ -120,7 +120,9 @@ def terraform(argv: list[str], state: dict) -> int:
 def main() -> int:
     tool, argv = Path(sys.argv[0]).name, sys.argv[1:]
     with open(STATE_DIR / "calls.jsonl", "a") as log:
-        log.write(json.dumps({"tool": tool, "argv": argv}) + "\n")
+        # The surge the runner gives the module (rebuild without a gap), as Terraform would read it.
+        surge = os.environ.get("TF_VAR_surge_instances")  # noqa: SIM112 - Terraform's own variable name
+        log.write(json.dumps({"tool": tool, "argv": argv, "surge": surge}) + "\n")
     rc = {"aws": aws, "az": az, "gcloud": gcloud, "terraform": terraform}[tool](argv, load())
     if rc:
         print(f"fake {tool}: unexpected call {argv}", file=sys.stderr)

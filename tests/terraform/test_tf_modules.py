@@ -68,10 +68,14 @@ def user_data_expressions(module_name: str) -> list[str]:
     module = load_module(module_name)
     res = resources(module)
     if module_name == "aws":
-        return [res[("aws_launch_template", "worker")]["user_data"]]
-    if module_name == "azure":
-        return [res[("azurerm_linux_virtual_machine_scale_set", "workers")]["custom_data"]]
-    return [json.dumps(res[("google_compute_instance_template", "worker")]["metadata"])]
+        found = [res[("aws_launch_template", "worker")]["user_data"]]
+    elif module_name == "azure":
+        found = [res[("azurerm_linux_virtual_machine_scale_set", "workers")]["custom_data"]]
+    else:
+        found = [json.dumps(res[("google_compute_instance_template", "worker")]["metadata"])]
+    # A local the module names the rendered script by (it is also part of the build fingerprint) is followed.
+    named = locals_of(module)
+    return [re.sub(r"\$\{local\.(user_data|startup_script)\}", lambda m: named[m.group(1)], e) for e in found]
 
 
 def test_contract_file_holds_the_design_variables_and_the_named_removal():
@@ -268,8 +272,13 @@ def test_the_size_is_instance_count_and_terraform_keeps_writing_it(module):
     removes named instances with a size decrement before the plan, so no ignore_changes is needed to keep them
     removed, and none may hide a size the package asked for."""
     key, size = GROUPS[module]
-    group = resources(load_module(module))[key]
-    assert unwrap(group[size]) == "var.instance_count"
+    mod = load_module(module)
+    group = resources(mod)[key]
+    expr = unwrap(group[size])
+    if expr == "local.group_size":
+        expr = unwrap(locals_of(mod)["group_size"])
+    # instance_count current instances, plus the outdated ones still draining (a rebuild without a gap)
+    assert expr == "var.instance_count + var.surge_instances"
     ignored = [unwrap(i) for block in group.get("lifecycle", []) for i in block.get("ignore_changes", [])]
     assert size not in json.dumps(ignored)
 
@@ -284,7 +293,7 @@ def test_every_cloud_module_reports_a_named_instance_that_is_still_running(modul
 def test_aws_group_never_picks_an_instance_and_never_rolls():
     asg = resources(load_module("aws"))[("aws_autoscaling_group", "workers")]
     assert {k: unwrap(asg[k]) for k in ("min_size", "max_size", "desired_capacity")} == {
-        "min_size": "0", "max_size": "var.instance_count", "desired_capacity": "var.instance_count"}
+        "min_size": "0", "max_size": "local.group_size", "desired_capacity": "local.group_size"}
     assert asg["protect_from_scale_in"] is True
     # AZRebalance and InstanceRefresh suspended; ReplaceUnhealthy, HealthCheck, Launch, Terminate are not.
     assert sorted(asg["suspended_processes"]) == ["AZRebalance", "InstanceRefresh"]
@@ -350,7 +359,7 @@ def test_gcp_uses_a_regional_mig_with_auto_healing_and_generated_names():
     res = resources(load_module("gcp"))
     mig = res[("google_compute_region_instance_group_manager", "workers")]
     assert unwrap(mig["base_instance_name"]) == "var.name_prefix"
-    assert unwrap(mig["target_size"]) == "var.instance_count"
+    assert unwrap(mig["target_size"]) == "local.group_size"
     (healing,) = mig["auto_healing_policies"]
     assert "google_compute_health_check.worker" in unwrap(healing["health_check"])
     (version,) = mig["version"]
@@ -361,3 +370,55 @@ def test_gcp_service_account_may_read_only_the_one_secret():
     member = resources(load_module("gcp"))[("google_secret_manager_secret_iam_member", "read_api_key")]
     assert member["role"] == "roles/secretmanager.secretAccessor"
     assert unwrap(member["secret_id"]) == "local.secret_name"
+
+
+# ---- issue 19: a rebuild without a gap: outdated instances are told apart, stay, and the group surges ----
+@pytest.mark.parametrize("module", MODULES)
+def test_every_module_outputs_its_outdated_instances(module):
+    assert "outdated_instances" in CONTRACT_DATA["outputs"]
+    outputs = {k for block in load_module(module).get("output", []) for k in block}
+    assert "outdated_instances" in outputs
+
+
+@pytest.mark.parametrize("module", CLOUD_MODULES)
+def test_cloud_modules_take_the_surge_from_the_runner_with_a_default_of_none(module):
+    surge = declared_variables(load_module(module))["surge_instances"]
+    assert surge["default"] == 0 and unwrap(surge["type"]) == "number"
+
+
+def test_aws_tells_outdated_instances_by_the_build_tag_of_their_launch_template():
+    mod = load_module("aws")
+    res = resources(mod)
+    tag_specs = res[("aws_launch_template", "worker")]["tag_specifications"]
+    (instance_tags,) = [t["tags"] for t in tag_specs if t["resource_type"] == "instance"]
+    assert '"octopus:build" = local.build' in unwrap(instance_tags)
+    data = {k: v for block in mod["data"] for k, v in block.items()}["aws_instances"]["current"]
+    assert unwrap(data["instance_tags"]["octopus:build"]) == "local.build"
+    outdated = unwrap(locals_of(mod)["outdated_instances"])
+    assert "data.aws_instances.current.ids" in outdated and "!contains" in outdated
+    # The fingerprint covers what the instance is launched from, the rendered bootstrap included.
+    build = unwrap(locals_of(mod)["build"])
+    assert all(f"var.{v}" in build for v in ("ami_id", "instance_type")) and "local.user_data" in build
+
+
+def test_azure_tells_outdated_instances_by_latest_model_applied():
+    outdated = unwrap(locals_of(load_module("azure"))["outdated_instances"])
+    assert "!i.latest_model_applied" in outdated
+    vmss = resources(load_module("azure"))[("azurerm_linux_virtual_machine_scale_set", "workers")]
+    assert vmss["upgrade_mode"] == "Manual"  # a model change reaches no running VM: it leaves them outdated
+
+
+def test_gcp_tells_outdated_instances_by_the_build_label_of_their_template():
+    mod = load_module("gcp")
+    template = resources(mod)[("google_compute_instance_template", "worker")]
+    assert '"octopus-build" = local.build' in unwrap(template["labels"])
+    outdated = unwrap(locals_of(mod)["outdated_instances"])
+    assert 'lookup(i.labels, "octopus-build", "") != local.build' in outdated
+    build = unwrap(locals_of(mod)["build"])
+    assert "local.startup_script" in build and "var.source_image" in build
+
+
+def test_local_instances_are_never_replaced_in_place():
+    tentacle = resources(load_module("local"))[("terraform_data", "tentacle")]
+    (lifecycle,) = tentacle["lifecycle"]
+    assert [unwrap(i) for i in lifecycle["ignore_changes"]] == ["triggers_replace"]

@@ -146,7 +146,7 @@ def test_a_typo_in_a_nested_block_argument_fails_the_check(schemas, tmp_path):
 
 def test_a_missing_required_argument_fails_the_check(schemas, tmp_path):
     report = check_copy(tmp_path, "aws", schemas,
-                        lambda s: s.replace("  max_size                  = var.instance_count\n", ""))
+                        lambda s: s.replace("  max_size                  = local.group_size\n", ""))
     messages = [str(p) for p in report.problems]
     assert "aws: aws_autoscaling_group.workers: missing required argument 'max_size'" in messages
 
@@ -212,3 +212,11 @@ def test_aws_module_against_the_real_provider_schema_with_its_deprecations(tmp_p
                                                          "blocks": report.blocks_checked}))
     assert [str(p) for p in report.problems] == []
     assert report.arguments_checked > 30
+
+
+def test_the_outdated_inventory_reads_only_attributes_the_providers_have(schemas, tmp_path):
+    """Issue 19: Azure tells an outdated VM by latest_model_applied, GCP by its instance's labels (checked offline)."""
+    report = check_copy(tmp_path, "azure", schemas, lambda s: s.replace("i.latest_model_applied", "i.latest_model"))
+    assert any("has no attribute 'latest_model'" in str(p) for p in report.problems)
+    report = check_copy(tmp_path / "gcp", "gcp", schemas, lambda s: s.replace("lookup(i.labels,", "lookup(i.label,"))
+    assert any("has no attribute 'label'" in str(p) for p in report.problems)

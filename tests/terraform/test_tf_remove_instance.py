@@ -270,7 +270,7 @@ def test_a_lower_count_without_named_instances_is_refused_before_anything_change
     set_terraform(fake, cloud, NAMES[cloud], NAMES[cloud][:2], plan_json(cloud, 3, 2))
     done = fake.fleet(cloud, "apply", 2, [])
     assert done.returncode != 0
-    assert f"refusing to lower the {cloud} fleet of deployment octo-w from 3 to 2 instances" in done.stderr
+    assert f"refusing to lower the {cloud} fleet of deployment octo-w from 3 current instances to 2" in done.stderr
     assert "Name the 1 instances the package has drained in remove_instances" in done.stderr
     assert order(fake) == ["terraform init", "terraform output"] and fake.cloud_calls(cloud) == []
 
@@ -348,3 +348,66 @@ def test_the_first_apply_has_nothing_to_remove(fake):
     done = fake.fleet("aws", "apply", 2, ["octo-w-i-0ccc3333333333333"])
     assert fake.cloud_calls("aws") == [] and result_of(done)["removed"] == []
     assert "no aws fleet in the state yet, so none of octo-w-i-0ccc3333333333333 is ours to remove" in done.stderr
+
+
+# ------------------------------------------------------- terraform-fleet.sh: a rebuild without a gap (issue 19)
+def surges(fake: FakeCloud) -> list[str | None]:
+    """TF_VAR_surge_instances as each `terraform plan` saw it."""
+    path = fake.state_dir / "calls.jsonl"
+    calls = [json.loads(line) for line in path.read_text().splitlines()]
+    return [c["surge"] for c in calls if c["tool"] == "terraform" and c["argv"][0] == "plan"]
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_an_apply_that_makes_every_instance_outdated_grows_the_group_beside_them(fake, cloud):
+    """A new template or model reaches no running instance: they turn outdated, and the runner applies again with
+    the group sized instance_count + outdated, so the current instances run beside them (nothing replaced)."""
+    names = NAMES[cloud]
+    after = {**tf_state(cloud, names), "outdated_instances": names}
+    fake.update(terraform={"outputs": tf_state(cloud, names), "outputs_after": after,
+                           "plan": plan_json(cloud, 3, 3, ("update",))})
+    result = result_of(fake.fleet(cloud, "apply", 3, []))
+    assert surges(fake) == ["0", "3"]
+    once = ["terraform plan", "terraform show", "terraform apply", "terraform output"]
+    assert order(fake) == ["terraform init", "terraform output", *once, *once]
+    assert result["outputs"]["outdated_instances"] == names and result["removed"] == []
+    assert result["changes"] == {"update": 2}  # both applies counted
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_the_group_keeps_its_outdated_instances_until_the_package_names_them(fake, cloud):
+    names = NAMES[cloud]
+    state = {**tf_state(cloud, names, count=2), "outdated_instances": [names[0]]}
+    fake.update(terraform={"outputs": state, "outputs_after": state, "plan": plan_json(cloud, 3, 3, ("no-op",))})
+    result_of(fake.fleet(cloud, "apply", 2, []))  # 2 current + 1 outdated: not a lower count, nothing refused
+    assert surges(fake) == ["1"] and fake.cloud_calls(cloud) == []
+
+    fresh = FakeCloud(fake.base / "named")
+    removed = {**tf_state(cloud, names[1:]), "outdated_instances": []}
+    fresh.update(terraform={"outputs": state, "outputs_after": removed, "plan": plan_json(cloud, 2, 2, ("no-op",))})
+    result = result_of(fresh.fleet(cloud, "apply", 2, [names[0]]))  # drained and named: removed, no surge left
+    assert surges(fresh) == ["0"] and result["removed"] == [names[0]]
+
+
+def test_the_local_module_counts_its_outdated_instances_itself(fake):
+    names = ["octo-w-1", "octo-w-2"]
+    state = {**tf_state("aws", names), "fleet_id": "local-fleet", "outdated_instances": names}
+    fake.update(terraform={"outputs": state, "outputs_after": state, "plan": {"resource_changes": []}})
+    result_of(fake.fleet("local", "apply", 2, []))
+    assert surges(fake) == [None]
+
+
+@pytest.mark.parametrize(("cloud", "tf_type", "name"), [
+    ("local", "terraform_data", "tentacle"), ("aws", "aws_instance", "worker"),
+    ("gcp", "google_compute_instance", "worker")])
+def test_a_plan_that_would_replace_a_live_instance_is_refused(fake, cloud, tf_type, name):
+    """Whatever the module: Terraform never stops a live instance to rebuild it; outdated ones stay until named."""
+    names = NAMES.get(cloud, ["octo-w-1"])
+    change = {"address": f'{tf_type}.{name}["1"]', "mode": "managed", "type": tf_type, "name": name,
+              "change": {"actions": ["delete", "create"], "before": {}, "after": {}}}
+    fake.update(terraform={"outputs": tf_state(cloud if cloud != "local" else "aws", names),
+                           "outputs_after": {}, "plan": {"resource_changes": [change]}})
+    done = fake.fleet(cloud, "apply", len(names), [])
+    assert done.returncode != 0
+    assert f'{tf_type}.{name}["1"] (a live instance) would be replaced in place' in done.stderr
+    assert "terraform apply" not in order(fake)

@@ -29,6 +29,9 @@ locals {
     for a in concat([local.comms_primary], local.comms_nodes) : "https://${lower(a[0])}:${coalesce(a[1], local.comms_port)}"
   ])
 
+  # The group holds instance_count current instances plus the outdated ones still draining (surge).
+  group_size = var.instance_count + var.surge_instances
+
   bootstrap_template = coalesce(var.bootstrap_script_path, "${path.module}/../../configure-tentacle.sh")
   # Every placeholder of configure-tentacle.sh; the same keys in every cloud module. No secret: only its ARN.
   bootstrap_vars = {
@@ -49,6 +52,22 @@ locals {
     install_powershell           = var.install_powershell
     worker_tools_image           = var.worker_tools_image
   }
+}
+
+locals {
+  # What an instance is built from: a change makes every running instance *outdated* (tagged with another build).
+  # A new launch template version only reaches instances launched afterwards (no instance refresh); the package
+  # adds new instances first, shares them, then drains and removes the outdated ones by name.
+  user_data = base64gzip(templatefile(local.bootstrap_template, local.bootstrap_vars))
+  build = substr(sha256(jsonencode({
+    image_id            = var.ami_id
+    instance_type       = var.instance_type
+    user_data           = local.user_data
+    root_volume_size_gb = var.root_volume_size_gb
+    root_volume_kms     = var.root_volume_kms_key_id
+    public_ip           = var.associate_public_ip_address
+    security_group_ids  = var.security_group_ids
+  })), 0, 16)
 }
 
 # ---- Identity: the instances may read the one secret, nothing else ----
@@ -155,7 +174,7 @@ resource "aws_launch_template" "worker" {
   instance_type          = var.instance_type
   update_default_version = true
   # gzip: cloud-init unpacks it, and it leaves headroom under EC2's 16 KB user data limit.
-  user_data = base64gzip(templatefile(local.bootstrap_template, local.bootstrap_vars))
+  user_data = local.user_data
 
   network_interfaces {
     device_index                = 0
@@ -188,7 +207,7 @@ resource "aws_launch_template" "worker" {
 
   tag_specifications {
     resource_type = "instance"
-    tags          = merge(local.tags, { Name = var.name_prefix })
+    tags          = merge(local.tags, { Name = var.name_prefix, "octopus:build" = local.build })
   }
 
   tag_specifications {
@@ -216,8 +235,8 @@ resource "aws_autoscaling_group" "workers" {
   name = var.name_prefix
   # 0: a named termination with decrement may take the group below the old count (AWS refuses to go below min_size).
   min_size                  = 0
-  max_size                  = var.instance_count
-  desired_capacity          = var.instance_count
+  max_size                  = local.group_size
+  desired_capacity          = local.group_size
   vpc_zone_identifier       = var.subnet_ids
   health_check_type         = "EC2"
   health_check_grace_period = 300
@@ -258,12 +277,24 @@ data "aws_instances" "workers" {
   depends_on = [aws_autoscaling_group.workers]
 }
 
+# The running instances launched from the current build (tag octopus:build): every other one is outdated.
+data "aws_instances" "current" {
+  instance_tags = {
+    "aws:autoscaling:groupName" = aws_autoscaling_group.workers.name
+    "octopus:build"             = local.build
+  }
+  instance_state_names = ["running"]
+
+  depends_on = [aws_autoscaling_group.workers]
+}
+
 locals {
   # Each instance registers as <name_prefix>-<instance id> (configure-tentacle.sh derives it from IMDS the same way).
   instances = [for id in sort(data.aws_instances.workers.ids) : {
     name = replace(lower("${var.name_prefix}-${id}"), "/[^a-z0-9-]/", "-")
     id   = id
   }]
+  outdated_instances = [for i in local.instances : i.name if !contains(data.aws_instances.current.ids, i.id)]
 }
 
 # The instances the package named for removal are gone (terraform-fleet.sh removes them before the plan and fails

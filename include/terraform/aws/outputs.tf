@@ -6,8 +6,8 @@ output "cloud" {
 }
 
 output "instance_count" {
-  description = "Number of worker instances the autoscaling group keeps."
-  value       = aws_autoscaling_group.workers.desired_capacity
+  description = "Number of current worker instances the autoscaling group keeps (outdated ones still draining come on top: surge_instances)."
+  value       = aws_autoscaling_group.workers.desired_capacity - var.surge_instances
 }
 
 output "name_prefix" {
@@ -33,6 +33,11 @@ output "worker_names" {
 output "instances" {
   description = "The instances the group runs now: name (the worker name it registers with) and id (the EC2 instance id, new for every replacement)."
   value       = local.instances
+}
+
+output "outdated_instances" {
+  description = "Names of the running instances not launched from the current build (launch template content, tag octopus:build): not counted toward instance_count; the package drains them and removes them by name."
+  value       = local.outdated_instances
 }
 
 output "server_comms_addresses" {

@@ -67,6 +67,17 @@ variable "remove_instances" {
   description = "Worker names (the name of an `instances` entry) of the instances the package removes in this run, after draining them. include/terraform-fleet.sh removes each through the cloud's API (include/remove-instance.sh) before the plan, one less in the group per instance, so the plan never lowers the group's size and the cloud never picks. Names no longer in the group are skipped."
 }
 
+variable "surge_instances" {
+  type        = number
+  default     = 0
+  description = "Outdated instances (built from an older configuration, see the outdated_instances output) still in the group: the group holds instance_count current instances plus these while the package shares the new ones, drains the outdated ones and removes them by name. Set by include/terraform-fleet.sh from the outdated_instances output; leave it 0 by hand."
+
+  validation {
+    condition     = var.surge_instances >= 0 && floor(var.surge_instances) == var.surge_instances
+    error_message = "surge_instances must be a whole number >= 0."
+  }
+}
+
 # AWS inputs supplied by the operator (*.auto.tfvars or TF_VAR_* on the Airflow worker): no sensible default.
 
 variable "api_key_secret_arn" {

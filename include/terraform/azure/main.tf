@@ -85,7 +85,8 @@ resource "azurerm_linux_virtual_machine_scale_set" "workers" {
   resource_group_name = data.azurerm_resource_group.fleet.name
   location            = local.location
   sku                 = var.vm_size
-  instances           = var.instance_count
+  # instance_count current VMs plus the outdated ones still draining (surge_instances, set by the runner).
+  instances = var.instance_count + var.surge_instances
   # Over-provisioned VMs boot (and run custom data) before Azure deletes them: they would register as extra workers.
   overprovision        = false
   upgrade_mode         = "Manual"
@@ -189,6 +190,11 @@ locals {
     name = replace(lower("${var.name_prefix}-${i.instance_id}-${substr(i.virtual_machine_id, 0, 8)}"), "/[^a-z0-9-]/", "-")
     id   = lower(i.virtual_machine_id)
   }]
+  # A model change (script, image, size...) reaches no running VM (upgrade_mode Manual): those VMs report
+  # latest_model_applied = false and are outdated; VMs the scale set adds afterwards run the new model.
+  outdated_instances = [for i in data.azurerm_virtual_machine_scale_set.workers.instances :
+    replace(lower("${var.name_prefix}-${i.instance_id}-${substr(i.virtual_machine_id, 0, 8)}"), "/[^a-z0-9-]/", "-")
+  if !i.latest_model_applied]
 }
 
 # The instances the package named for removal are gone (terraform-fleet.sh removes them before the plan and fails

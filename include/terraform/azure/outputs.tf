@@ -6,8 +6,13 @@ output "cloud" {
 }
 
 output "instance_count" {
-  description = "Number of instances in the scale set."
-  value       = azurerm_linux_virtual_machine_scale_set.workers.instances
+  description = "Number of current instances the scale set keeps (outdated ones still draining come on top: surge_instances)."
+  value       = azurerm_linux_virtual_machine_scale_set.workers.instances - var.surge_instances
+}
+
+output "outdated_instances" {
+  description = "Names of the VMs not running the scale set's latest model (latest_model_applied false): not counted toward instance_count; the package drains them and removes them by name."
+  value       = local.outdated_instances
 }
 
 output "name_prefix" {

@@ -24,6 +24,9 @@ locals {
   # Auto-healing waits this long after a VM starts: the bootstrap's secret budget plus the installs (max 3600 s).
   healing_delay_seconds = min(3600, var.secret_read_timeout_minutes * 60 + 900)
 
+  # The group holds instance_count current instances plus the outdated ones still draining (surge).
+  group_size = var.instance_count + var.surge_instances
+
   bootstrap_template = coalesce(var.bootstrap_script_path, "${path.module}/../../configure-tentacle.sh")
   # Every placeholder of configure-tentacle.sh; the same keys in every cloud module. No secret: only its name.
   bootstrap_vars = {
@@ -44,6 +47,23 @@ locals {
     install_powershell           = var.install_powershell
     worker_tools_image           = var.worker_tools_image
   }
+}
+
+locals {
+  # What an instance is built from: the instance template carries it as the label octopus-build, which every
+  # instance created from it inherits. A new template reaches only instances created afterwards (OPPORTUNISTIC);
+  # instances labelled with another build are outdated, drained and removed by name by the package.
+  startup_script = templatefile(local.bootstrap_template, local.bootstrap_vars)
+  build = substr(sha256(jsonencode({
+    machine_type     = var.machine_type
+    source_image     = var.source_image
+    disk_size_gb     = var.disk_size_gb
+    disk_type        = var.disk_type
+    disk_kms         = var.disk_kms_key_self_link
+    subnetwork       = var.subnetwork
+    assign_public_ip = var.assign_public_ip
+    startup_script   = local.startup_script
+  })), 0, 16)
 }
 
 # ---- Identity: the instances may read the one secret, nothing else ----
@@ -108,7 +128,7 @@ resource "google_compute_instance_template" "worker" {
   name_prefix  = "${var.name_prefix}-"
   description  = "Octopus polling worker (${var.octopus_space_name} / ${var.worker_pool_name})"
   machine_type = var.machine_type
-  labels       = local.labels
+  labels       = merge(local.labels, { "octopus-build" = local.build })
 
   disk {
     source_image = var.source_image
@@ -147,7 +167,7 @@ resource "google_compute_instance_template" "worker" {
 
   metadata = {
     # Runs on every boot; configure-tentacle.sh is idempotent (register-worker --force).
-    startup-script         = templatefile(local.bootstrap_template, local.bootstrap_vars)
+    startup-script         = local.startup_script
     enable-oslogin         = "TRUE"
     block-project-ssh-keys = "TRUE"
   }
@@ -177,7 +197,7 @@ resource "google_compute_region_instance_group_manager" "workers" {
   description        = "Octopus polling workers (${var.octopus_space_name} / ${var.worker_pool_name})"
   region             = local.region
   base_instance_name = var.name_prefix # instances get a random suffix: <name_prefix>-abcd, never reused
-  target_size        = var.instance_count
+  target_size        = local.group_size
   # Apply returns once the group is stable, so the inventory below reads the instances it really runs.
   wait_for_instances        = true
   wait_for_instances_status = "STABLE"
@@ -212,21 +232,22 @@ data "google_compute_region_instance_group" "workers" {
 
   lifecycle {
     postcondition {
-      condition     = length(self.instances) == var.instance_count
-      error_message = "The managed instance group ${var.name_prefix} runs ${length(self.instances)} instances, expected ${var.instance_count}."
+      condition     = length(self.instances) == local.group_size
+      error_message = "The managed instance group ${var.name_prefix} runs ${length(self.instances)} instances, expected ${local.group_size} (instance_count ${var.instance_count} + ${var.surge_instances} outdated)."
     }
   }
 }
 
 # Per instance for its numeric id: MIG names repeat (auto-healing recreates a VM under the same name), ids do not.
 data "google_compute_instance" "workers" {
-  count     = var.instance_count
+  count     = local.group_size
   self_link = sort(data.google_compute_region_instance_group.workers.instances[*].instance)[count.index]
 }
 
 locals {
   # configure-tentacle.sh registers each VM under its instance name (<name_prefix>-<random suffix>).
-  instances = [for i in data.google_compute_instance.workers : { name = i.name, id = i.instance_id }]
+  instances          = [for i in data.google_compute_instance.workers : { name = i.name, id = i.instance_id }]
+  outdated_instances = [for i in data.google_compute_instance.workers : i.name if lookup(i.labels, "octopus-build", "") != local.build]
 }
 
 # The instances the package named for removal are gone (terraform-fleet.sh removes them before the plan and fails

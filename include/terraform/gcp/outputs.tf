@@ -6,8 +6,13 @@ output "cloud" {
 }
 
 output "instance_count" {
-  description = "Target size of the managed instance group."
-  value       = google_compute_region_instance_group_manager.workers.target_size
+  description = "Number of current instances the managed instance group keeps (outdated ones still draining come on top: surge_instances)."
+  value       = google_compute_region_instance_group_manager.workers.target_size - var.surge_instances
+}
+
+output "outdated_instances" {
+  description = "Names of the instances not created from the current instance template's build (label octopus-build): not counted toward instance_count; the package drains them and removes them by name."
+  value       = local.outdated_instances
 }
 
 output "name_prefix" {

@@ -18,16 +18,37 @@ locals {
   removed_numbers = [for n in var.remove_instances :
   tonumber(regex("^${local.prefix_re}-([1-9][0-9]{0,8})$", n)[0]) if can(regex("^${local.prefix_re}-[1-9][0-9]{0,8}$", n))]
 
-  # The package picks who leaves: every instance named in remove_instances goes. The others stay, in number order
-  # (sort() orders strings, hence the padding); only when instance_count is lower still (no names given) do the
-  # highest-numbered go, as before remove_instances existed.
-  kept = [for p in sort([for n in local.live : format("%09d", n) if !contains(local.removed_numbers, n)]) : tonumber(p)]
+  # What an instance is built from (its "VM image + user data"). Each instance keeps the fingerprint of the
+  # configuration it was started with on its disk (<home>/build.fingerprint, written by tentacle-ctl.sh start).
+  # An instance built from an older configuration is *outdated*: it is never replaced in place (that would stop
+  # it under a running step and empty the pools). It stays, does not count toward instance_count, and the apply
+  # starts instance_count current instances beside it (surge); the package shares them, drains the outdated
+  # ones and removes them by name (remove_instances). An instance started by an earlier version of this module
+  # has no fingerprint: it is taken as current (it was built by the apply that last ran; nothing says otherwise).
+  build = substr(sha256(jsonencode({
+    server_url  = var.octopus_server_url
+    space       = var.octopus_space_name
+    worker_pool = var.worker_pool_name
+    policy      = var.machine_policy_name
+    comms_port  = var.server_comms_port
+  })), 0, 16)
+  built_from = { for n in local.live : tostring(n) => try(trimspace(file(
+  "${local.runtime_dir}/${var.name_prefix}-${n}/build.fingerprint")), "") }
+  outdated = [for n in local.live : n
+  if !contains(local.removed_numbers, n) && !contains(["", local.build], local.built_from[tostring(n)])]
+
+  # The package picks who leaves: every instance named in remove_instances goes. Outdated instances stay until
+  # named. The current ones stay, in number order (sort() orders strings, hence the padding); only when
+  # instance_count is lower still (no names given) do the highest-numbered current ones go, as before
+  # remove_instances existed.
+  kept = [for p in sort([for n in local.live : format("%09d", n)
+  if !contains(local.removed_numbers, n) && !contains(local.outdated, n)]) : tonumber(p)]
   keep = slice(local.kept, 0, min(length(local.kept), var.instance_count))
   # New instances are numbered above every instance there is and every one being removed, so a removed name never
   # returns in the same apply (the same number would be the same instance to Terraform) and the plan does not
   # depend on whether a removed disk is already gone when the apply re-reads the inventory.
   first_new = max(0, concat(local.live, local.removed_numbers)...) + 1
-  numbers   = concat(local.keep, [for i in range(var.instance_count - length(local.keep)) : local.first_new + i])
+  numbers   = concat(local.outdated, local.keep, [for i in range(var.instance_count - length(local.keep)) : local.first_new + i])
   roster    = { for n in local.numbers : tostring(n) => "${var.name_prefix}-${n}" }
 
   # When this module sits in the repository, let python_executable import octopus_emulator from it.
@@ -47,7 +68,8 @@ resource "terraform_data" "fleet" {
 resource "terraform_data" "tentacle" {
   for_each = local.roster
 
-  # What the "VM image + user data" is made of: changing any of it rebuilds the instance.
+  # What the "VM image + user data" was made of when the instance was built. Never acted on (ignore_changes
+  # below): a change makes the running instance *outdated* (local.outdated), it is not replaced in place.
   triggers_replace = {
     server_url  = var.octopus_server_url
     space       = var.octopus_space_name
@@ -76,6 +98,7 @@ resource "terraform_data" "tentacle" {
       TENTACLE_POLICY      = var.machine_policy_name
       TENTACLE_COMMS_PORT  = tostring(var.server_comms_port)
       TENTACLE_BOOT_DELAY  = tostring(var.boot_delay_seconds)
+      TENTACLE_BUILD       = local.build
     }
   }
 
@@ -88,6 +111,11 @@ resource "terraform_data" "tentacle" {
       TENTACLE_HOME = self.input.home
     }
   }
+
+  lifecycle {
+    # A rebuild without a gap: Terraform never replaces a running instance because its build inputs changed.
+    ignore_changes = [triggers_replace]
+  }
 }
 
 locals {
@@ -95,3 +123,4 @@ locals {
   ordered = [for p in sort([for k in keys(terraform_data.tentacle) : format("%09d", tonumber(k))]) :
   terraform_data.tentacle[tostring(tonumber(p))]]
 }
+

@@ -34,3 +34,13 @@ output "instances" {
   description = "The instances this cloud runs: the exact worker name each registers with, and an id that changes when the instance is replaced."
   value       = [for t in local.ordered : { name = t.input.name, id = t.id }]
 }
+
+output "outdated_instances" {
+  description = "Names of the instances built from an older configuration (server URL, space, pool, machine policy or comms port changed since): still running, not counted toward instance_count; the package drains them and removes them by name (remove_instances)."
+  value       = [for p in sort([for n in local.outdated : format("%09d", n)]) : terraform_data.tentacle[tostring(tonumber(p))].input.name]
+}
+
+output "build" {
+  description = "Fingerprint of the configuration new instances are built from (each instance keeps the one it was built from on its disk)."
+  value       = local.build
+}

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Start or stop one instance ("VM") of the local Terraform cloud: a simulated polling tentacle.
 #
-#   tentacle-ctl.sh start   # TENTACLE_{NAME,HOME,PYTHON,PYTHONPATH,SERVER,SPACE,WORKER_POOL,POLICY,COMMS_PORT,BOOT_DELAY}
+#   tentacle-ctl.sh start   # TENTACLE_{NAME,HOME,PYTHON,PYTHONPATH,SERVER,SPACE,WORKER_POOL,POLICY,COMMS_PORT,BOOT_DELAY,BUILD}
 #   tentacle-ctl.sh stop    # TENTACLE_{NAME,HOME}
 #
 # start launches `python -m octopus_emulator register-worker --run --force` detached (own session, stdin from
 # /dev/null, output to $TENTACLE_HOME/tentacle.log) so Terraform does not wait on its pipes, records its pid and
-# fails if the simulator exits before it has checked its arguments. stop sends SIGTERM (SIGKILL after 10 s) and
+# fails if the simulator exits before it has checked its arguments. It writes TENTACLE_BUILD (the fingerprint of
+# the configuration the instance is built from) to $TENTACLE_HOME/build.fingerprint: the module reads it to tell an
+# outdated instance (built from an older configuration) from a current one. stop sends SIGTERM (SIGKILL after 10 s) and
 # deletes $TENTACLE_HOME: the VM's disk is gone, so a rebuilt instance gets a new certificate and poll URI.
 # OCTOPUS_API_KEY is read from the environment only (inherited from Terraform) and never printed.
 set -euo pipefail
@@ -67,6 +69,7 @@ start() {
 
     stop >/dev/null # a leftover from lost state: a rebuilt VM starts from a fresh disk
     mkdir -p "$home"
+    printf '%s\n' "${TENTACLE_BUILD:-}" >"$home/build.fingerprint"
     cd "$home" # not Terraform's working directory, which may be a throwaway copy
     local args=(
         -m octopus_emulator register-worker
