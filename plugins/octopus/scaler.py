@@ -155,7 +155,7 @@ def tick_cloud(
             line["reason"],
         )
         if not dry_run:
-            scaler_state.save(env.store, {**doc, "last": {**line, "at": now.isoformat()}})
+            scaler_state.save(env.store, {**doc, "last": {**line, "at": now.isoformat()}}, env.hook.evidence_signer())
         return line
 
     # 1. The share run the scaler is waiting for.
@@ -191,7 +191,8 @@ def tick_cloud(
         if back:
             doc = {**doc, "reenable": back}
         if not dry_run:
-            scaler_state.save(env.store, doc)  # repair() re-enables a victim the share run did not remove
+            # repair() re-enables a victim the share run did not remove
+            scaler_state.save(env.store, doc, env.hook.evidence_signer())
 
     if (evidence["fleet"] or {}).get("dag_id") == RETIRE_DAG_ID:
         doc = scaler_state.empty(prefix, cloud)  # the count is the share DAG's again, until the scaler acts
@@ -257,13 +258,14 @@ def tick_cloud(
     elif decision.action == "scale_in" and decision.victim in by_name:
         victim = _victim(by_name[decision.victim])
         doc = {**doc, "drain": {"victim": victim, "since": now.isoformat(), "reason": decision.reason}}
-        scaler_state.save(env.store, doc)  # the intent first: a kill now is finished by the next tick's repair
+        # the intent first: a kill now is finished by the next tick's repair
+        scaler_state.save(env.store, doc, env.hook.evidence_signer())
         env.checkpoint("drain_recorded")
         disable(env, spaces, [victim["thumbprint"]], owned)
     elif decision.action == "cancel_drain" and decision.victim in by_name:
         victim = _victim(by_name[decision.victim])
         doc = {**doc, "drain": None, "reenable": victim}
-        scaler_state.save(env.store, doc)
+        scaler_state.save(env.store, doc, env.hook.evidence_signer())
         env.checkpoint("cancel_recorded")
         doc = reenable(env, doc, spaces, allowed, owned)
     elif decision.action == "finish_drain" and decision.victim in by_name:
@@ -434,7 +436,7 @@ def reenable(
                     env.hook.update_worker(space["Id"], {**record, "IsDisabled": False})
                     log.info("re-enabled %s (%s) in %s", record.get("Name"), record["Id"], space["Name"])
     doc = {**doc, "reenable": None}
-    scaler_state.save(env.store, doc)
+    scaler_state.save(env.store, doc, env.hook.evidence_signer())
     return doc
 
 
@@ -460,7 +462,7 @@ def repair(
             for sid, space in new.items():
                 unshare[sid] = {"name": space["Name"], "since": now.isoformat(), "reads": {}}
             doc = {**doc, "unshare": unshare}
-            scaler_state.save(env.store, doc)  # the intent first
+            scaler_state.save(env.store, doc, env.hook.evidence_signer())  # the intent first
         disable(env, outside, sorted(owned), owned)
     return doc
 
@@ -554,7 +556,7 @@ def _trigger(
     doc = scaler_state.with_pending(
         doc, kind=kind, target=size, run_id=run_id, conf=conf, reason=decision.reason, at=now.isoformat()
     )
-    scaler_state.save(env.store, doc)
+    scaler_state.save(env.store, doc, env.hook.evidence_signer())
     env.checkpoint("share_recorded")
     summary["triggers"].append({"trigger_run_id": run_id, "conf": conf})
     summary["size_changes"].append(

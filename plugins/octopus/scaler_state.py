@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
 from octopus.errors import SharingError
-from octopus.ledger import LedgerStore, ledger_key
+from octopus.ledger import LedgerStore, Signer, ledger_key
 
 STATE_VERSION = 1
 SCALER_DAG_ID = "autoscale_octopus_workers"
@@ -104,8 +104,15 @@ def load(store: LedgerStore, prefix: str, cloud: str) -> ScalerDoc:
     return {**empty(prefix, cloud), **json.loads(json.dumps(dict(raw)))}  # type: ignore[typeddict-item]
 
 
-def save(store: LedgerStore, doc: ScalerDoc) -> None:
-    store.save(state_key(doc["prefix"], doc["cloud"]), doc)
+def _handover_fields(doc: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What the share DAG acts on (the size it builds, who leaves): sealed, so a Variable editor cannot set them."""
+    leaving = sorted(str(v.get("thumbprint") or "").upper() for v in doc.get("leaving") or [])
+    return ("scaler", doc["prefix"], doc["cloud"], doc.get("target"), ",".join(leaving))
+
+
+def save(store: LedgerStore, doc: ScalerDoc, signer: Signer) -> None:
+    """Store the state, its hand-over to the share DAG (``target``, ``leaving``) sealed with the connection's key."""
+    store.save(state_key(doc["prefix"], doc["cloud"]), {**doc, "mac": signer.seal(*_handover_fields(doc))})
 
 
 # --------------------------------------------------------------------------- what the share DAG reads
@@ -136,14 +143,16 @@ def victims_for(doc: Mapping[str, Any] | None, workers: Sequence[Mapping[str, An
     return chosen + choose_leaving(rest, keep) if len(rest) > keep else chosen
 
 
-def counts_for(prefix: str, counts: Mapping[str, int], store: LedgerStore | None = None) -> dict[str, int]:
+def counts_for(
+    prefix: str, counts: Mapping[str, int], signer: Signer, store: LedgerStore | None = None
+) -> dict[str, int]:
     """The per-cloud counts a share run builds: ``counts`` (its ``instance_count``), except for every cloud whose
     scaler owns the count (:func:`owned_count`); a requested count the scaler overrides is logged."""
     import logging
 
     result = {}
     for cloud, count in counts.items():
-        result[cloud] = owned_count(read(store, prefix, cloud), int(count))
+        result[cloud] = owned_count(read(store, prefix, cloud, signer), int(count))
         if result[cloud] != int(count):
             logging.getLogger(__name__).warning(
                 "%s: the scaler (autoscale_octopus_workers) owns the count of deployment %r: building %d, not the "
@@ -158,18 +167,38 @@ def counts_for(prefix: str, counts: Mapping[str, int], store: LedgerStore | None
 
 
 def leaving_for(
-    prefix: str, cloud: str, workers: Sequence[Mapping[str, Any]], keep: int, store: LedgerStore | None = None
+    prefix: str,
+    cloud: str,
+    workers: Sequence[Mapping[str, Any]],
+    keep: int,
+    signer: Signer,
+    store: LedgerStore | None = None,
 ) -> list[dict[str, str]]:
     """:func:`victims_for` with the deployment's scaler state read from its Variable: what a share run removes."""
-    return victims_for(read(store, prefix, cloud), workers, keep)
+    return victims_for(read(store, prefix, cloud, signer), workers, keep)
 
 
-def read(store: LedgerStore | None, prefix: str, cloud: str) -> ScalerDoc | None:
-    """The scaler's state for the share DAG (``None`` when the scaler never acted for the deployment)."""
+def read(store: LedgerStore | None, prefix: str, cloud: str, signer: Signer) -> ScalerDoc | None:
+    """The scaler's state for the share DAG: ``None`` when the scaler never acted for the deployment, or when its
+    hand-over is not sealed by the connection's key (edited by hand: ignored, with a warning)."""
+    import logging
+
     from octopus.ledger import VariableStore
 
-    raw = (store or VariableStore()).load(state_key(prefix, cloud))
-    return None if not raw else load(store or VariableStore(), prefix, cloud)
+    store = store or VariableStore()
+    raw = store.load(state_key(prefix, cloud))
+    if not raw:
+        return None
+    doc = load(store, prefix, cloud)
+    if not signer.valid(raw.get("mac"), *_handover_fields(doc)):
+        logging.getLogger(__name__).warning(
+            "%s: Variable %r is not sealed by this connection's key (edited by hand?): its size and victims are "
+            "ignored; the share run builds the instance_count param. The scaler seals it again on its next tick.",
+            cloud,
+            state_key(prefix, cloud),
+        )
+        return None
+    return doc
 
 
 # --------------------------------------------------------------------------- transitions (pure)

@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from octopus import access_policy, ledger, operations, settings
+from octopus import access_policy, ledger, operations, scaler_state, settings
 from octopus.exceptions import OctopusError
 from octopus.hooks import OctopusHook
 from octopus.sharing import (
@@ -27,7 +27,7 @@ from octopus.sharing import (
     spaces_to_visit,
 )
 from octopus.sharing import summarize as summarize_results
-from octopus.wiring import RetireUpstream
+from octopus.wiring import RetireUpstream, ShareUpstream
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +94,11 @@ def fail_fast_on_bad_input() -> Iterator[None]:
         raise
 
 
-def instance_counts(params: Mapping[str, Any]) -> dict[str, int]:
-    """Per-cloud counts: the param's entries over the defaults (a conf may name only the clouds it runs)."""
-    return {**DEFAULT_INSTANCE_COUNT, **(params.get("instance_count") or {})}
+def instance_counts(params: Mapping[str, Any], signer: ledger.Signer) -> dict[str, int]:
+    """Per-cloud counts: the param's entries over the defaults (a conf may name only the clouds it runs), except
+    where the scaler owns a deployment's count (its sealed target, see :func:`octopus.scaler_state.counts_for`)."""
+    counts = {**DEFAULT_INSTANCE_COUNT, **(params.get("instance_count") or {})}
+    return scaler_state.counts_for(prefix_of(params), counts, signer)
 
 
 def space_policy(params: Mapping[str, Any]) -> access_policy.AccessPolicy:
@@ -136,7 +138,7 @@ def get_spaces(
         plans = operations.discover(
             hook,
             clouds=params["clouds"],
-            instance_count=instance_counts(params),
+            instance_count=instance_counts(params, hook.evidence_signer()),
             pool_name_template=params.get("worker_pool_name") or DEFAULT_POOL_NAME_TEMPLATE,
             target_spaces=params.get("target_spaces") or None,
             name_prefix=prefix,
@@ -197,10 +199,11 @@ def get_spaces(
 def plan_removal(plan: dict[str, Any], doc: Mapping[str, Any], hook: OctopusHook) -> None:
     """When the count shrinks: which instances of the last sealed fleet leave (``remove``; their names in
     ``remove_instances`` for Terraform). ``drain_removed`` drains them before ``terraform_apply`` runs."""
-    from octopus.draining import choose_leaving
-
-    fleet = ledger.verified(doc, hook.evidence_signer())["fleet"] if doc.get("fleet") else None
-    leaving = choose_leaving((fleet or {}).get("workers") or [], int(plan["instance_count"]))
+    signer = hook.evidence_signer()
+    fleet = ledger.verified(doc, signer)["fleet"] if doc.get("fleet") else None
+    workers = (fleet or {}).get("workers") or []
+    # The scaler's drained victim first (sealed by it), then the newest (draining.choose_leaving).
+    leaving = scaler_state.leaving_for(plan["prefix"], plan["cloud"], workers, int(plan["instance_count"]), signer)
     plan["remove"] = leaving
     plan["remove_instances"] = [w["name"] for w in leaving]
     if leaving:
@@ -417,6 +420,7 @@ def summarize(
     spaces: Sequence[Mapping[str, Any]] | None,
     context: Mapping[str, Any],
     *,
+    upstream: ShareUpstream,
     conn_id: str,
     store: ledger.LedgerStore | None = None,
 ) -> dict[str, Any]:
@@ -438,9 +442,10 @@ def summarize(
         summary["dry_run"] = bool(params.get("dry_run", False))
         summary["evidence_rejected"] = {}
         summary["spaces_not_verified"] = {}
-        drains = [d for d in _as_list(context["ti"].xcom_pull(task_ids="drain_removed")) if d and d.get("records")]
+        pulled = _as_list(context["ti"].xcom_pull(task_ids=upstream["drain_removed"]))
+        drains = [d for d in pulled if d and d.get("records")]
         summary["drain"] = {d["records"][0]["cloud"]: drain_report(d) for d in drains}
-        summary["rebuild"] = rebuild_report(context["ti"], plans)
+        summary["rebuild"] = rebuild_report(context["ti"], plans, upstream)
         if not summary["dry_run"]:
             signer = OctopusHook(octopus_conn_id=conn_id).evidence_signer()
             with fail_fast_on_bad_input():
@@ -731,17 +736,17 @@ def drain_report(drained: Mapping[str, Any] | None) -> dict[str, Any]:
     return report
 
 
-def rebuild_report(ti: Any, plans: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def rebuild_report(ti: Any, plans: Sequence[Mapping[str, Any]], upstream: ShareUpstream) -> dict[str, dict[str, Any]]:
     """Per cloud with outdated instances (a rebuild without a gap): which were outdated, the drain, which the second
     apply removed, and which are ``left`` (still running: the drain or the removal did not complete)."""
     applied = {}
-    for line in _as_list(ti.xcom_pull(task_ids="terraform_apply")):
+    for line in _as_list(ti.xcom_pull(task_ids=upstream["apply"])):
         if line:
             result = _destroy_output(line)
             applied[result.get("cloud")] = result
-    drained = {d.get("cloud"): d for d in _as_list(ti.xcom_pull(task_ids="drain_outdated")) if d}
+    drained = {d.get("cloud"): d for d in _as_list(ti.xcom_pull(task_ids=upstream["drain_outdated"])) if d}
     removed = {}
-    for line in _as_list(ti.xcom_pull(task_ids="remove_outdated")):
+    for line in _as_list(ti.xcom_pull(task_ids=upstream["remove_outdated"])):
         if line:
             result = _destroy_output(line)
             removed[result.get("cloud")] = list(result.get("removed") or [])

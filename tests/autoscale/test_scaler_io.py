@@ -381,7 +381,27 @@ def test_a_retired_deployment_is_never_rebuilt_and_its_count_handed_back(octopus
     world.clock.advance(5)
     line, summary = world.tick()
     assert line["action"] == "hold" and "retired" in line["reason"] and summary["triggers"] == []
-    assert world.state()["target"] is None and scaler_state.counts_for(PREFIX, {CLOUD: 2}, world.store) == {CLOUD: 2}
+    assert world.state()["target"] is None and scaler_state.counts_for(
+        PREFIX, {CLOUD: 2}, world.hook.evidence_signer(), world.store
+    ) == {CLOUD: 2}
+
+
+def test_a_hand_edited_size_or_victim_is_ignored_by_the_share_run(octopus):
+    world = World(octopus, fleet=FLEET[:1])
+    burst(world.control, 5)
+    world.tick()
+    signer = world.hook.evidence_signer()
+    assert scaler_state.counts_for(PREFIX, {CLOUD: 1}, signer, world.store) == {CLOUD: 3}  # sealed by the tick
+    key = scaler_state.state_key(PREFIX, CLOUD)
+    workers = [{"name": name, "thumbprint": polling_endpoint(name)[1].upper()} for name in FLEET]
+    edited = {**world.store.load(key), "target": 0, "leaving": [workers[0]]}
+    world.store.save(key, edited)  # a Variable editor, without the connection's key
+    assert scaler_state.counts_for(PREFIX, {CLOUD: 1}, signer, world.store) == {CLOUD: 1}
+    # the newest leaves, not the one the edit named
+    assert scaler_state.leaving_for(PREFIX, CLOUD, workers, 1, signer, world.store) == [workers[-1]]
+    world.store.save(key, {**edited, "leaving": []})
+    scaler_state.save(world.store, {**edited, "leaving": [workers[0]]}, signer)  # the scaler's own, sealed
+    assert scaler_state.leaving_for(PREFIX, CLOUD, workers, 1, signer, world.store) == [workers[0]]
 
 
 def test_a_dry_run_decides_and_writes_nothing(octopus):

@@ -10,8 +10,6 @@ with a step killed or failed for want of a worker.
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 
 from octopus_emulator.scenario import make_scenario
@@ -115,26 +113,6 @@ def fleet(local_cloud, emulator):
     return build
 
 
-@pytest.fixture
-def share_prefers_the_scalers_victim(monkeypatch):
-    """The share DAG's removal reads the scaler's victim (``scaler_state.leaving_for``). Until ``tasks.plan_removal``
-    calls it itself, this applies that one-line hook-up (see the report of issue 20 part B)."""
-    from octopus import scaler_state, tasks
-
-    if "scaler_state" in inspect.getsource(tasks.plan_removal):
-        return
-    original = tasks.plan_removal
-
-    def plan_removal(plan, doc, hook):
-        original(plan, doc, hook)
-        fleet = tasks.ledger.verified(doc, hook.evidence_signer())["fleet"] if doc.get("fleet") else None
-        workers = (fleet or {}).get("workers") or []
-        leaving = scaler_state.leaving_for(plan["prefix"], plan["cloud"], workers, int(plan["instance_count"]))
-        plan["remove"], plan["remove_instances"] = leaving, [w["name"] for w in leaving]
-
-    monkeypatch.setattr(tasks, "plan_removal", plan_removal)
-
-
 def test_a_burst_scales_out_from_the_floor_through_the_share_pipeline(fleet):
     control = fleet(1)
     steps = [control.start_task(LOCAL_POOL, None, space=space) for space in SPACES for _ in range(2)]
@@ -173,7 +151,7 @@ def test_a_burst_scales_out_from_the_floor_through_the_share_pipeline(fleet):
     assert_no_step_harmed(control)
 
 
-def test_an_idle_instance_is_drained_then_removed_exactly(fleet, share_prefers_the_scalers_victim):
+def test_an_idle_instance_is_drained_then_removed_exactly(fleet):
     control = fleet(2)
     busy = next(
         t
