@@ -125,6 +125,7 @@ def share_octopus_workers():
             execution_timeout=timedelta(minutes=45),
         )
         drained >> applied
+        rebuild["drain_removed"], rebuild["apply"] = drained, applied
         waited = OctopusWorkersRegisteredSensor(
             task_id="wait_for_workers",
             fleet_plan=fleet_plan,
@@ -169,11 +170,11 @@ def share_octopus_workers():
         return tasks.spaces_to_share(plans, get_current_context()["params"])
 
     @task(trigger_rule=TriggerRule.ALL_DONE, multiple_outputs=False, outlets=[AssetAlias(ASSET_ALIAS)])
-    def summarize(plans, fleets, spaces) -> dict:
+    def summarize(plans, fleets, spaces, upstream: dict) -> dict:
         """Spaces × clouds table; keeps the evidence lean; releases the lease; emits the Asset on success."""
         from octopus import tasks
 
-        return tasks.summarize(plans, fleets, spaces, get_current_context(), conn_id=CONN_ID)
+        return tasks.summarize(plans, fleets, spaces, get_current_context(), upstream=upstream, conn_id=CONN_ID)
 
     plans = get_spaces()
     claim >> plans
@@ -193,9 +194,20 @@ def share_octopus_workers():
         max_active_tis_per_dag=SHARE_MAX_ACTIVE_TIS,  # the cap across runs (backfills), whatever the pool
         pool=share_pool(),  # default_pool unless [octopus] share_pool names one (octopus.dag_defaults.share_pool)
         start_from_trigger=share_mode() == "triggerer",
-        start_trigger_args=share_trigger_args(CONN_ID, concurrency=SHARE_MAX_ACTIVE_TIS),
+        start_trigger_args=share_trigger_args(
+            CONN_ID,
+            upstream={"spaces": spaces.operator.task_id, "fleets": waits.task_id},  # read in the triggerer
+            concurrency=SHARE_MAX_ACTIVE_TIS,
+        ),
     ).expand(space=spaces)
-    summary = summarize(plans, waits.output, spaces)
+    # The summary reads the per-cloud tasks by these objects' task ids: renaming a task here cannot break it.
+    read_from = {
+        "drain_removed": rebuild["drain_removed"].task_id,
+        "apply": rebuild["apply"].task_id,
+        "drain_outdated": rebuild["drain"].task_id,
+        "remove_outdated": rebuild["remove"].task_id,
+    }
+    summary = summarize(plans, waits.output, spaces, read_from)
     shares >> rebuild["drain"]  # the current instances are in every pool before an outdated one leaves any
     shares >> summary
     rebuild["remove"] >> summary

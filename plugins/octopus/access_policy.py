@@ -228,6 +228,5 @@ def from_settings(
     """The policy of a run: its ``allowed_spaces`` param, else the standing ``[octopus] allowed_spaces`` (empty:
     every space); denied = the run's ``denied_spaces`` *and* the standing ones (deny wins, so a run's params can
     narrow the standing policy but never let a space it denies back in)."""
-    allow = [a for a in (allowed or []) if str(a).strip()] or [a for a in (standing_allowed or []) if str(a).strip()]
-    deny = [d for d in [*(standing_denied or []), *(denied or [])] if str(d).strip()]
-    return parse_access_policy({"allow": allow or ALL, "deny": deny})
+    allow = list(allowed or []) or list(standing_allowed or [])
+    return parse_access_policy({"allow": allow or ALL, "deny": [*(standing_denied or []), *(denied or [])]})

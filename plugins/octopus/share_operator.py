@@ -20,6 +20,7 @@ from airflow.triggers.base import StartTriggerArgs
 
 from octopus import settings, tasks
 from octopus.share_trigger import DEFAULT_SPACES_AT_ONCE
+from octopus.wiring import TriggerUpstream
 
 #: The one template the triggerer renders into the trigger's kwargs: run identity and params, no XCom read
 #: (the trigger reads ``spaces_to_share`` and ``wait_for_workers`` itself, once for all indexes of a run; a
@@ -33,17 +34,22 @@ RUN_SETTINGS_TEMPLATE = (
 
 
 def share_trigger_args(
-    octopus_conn_id: str, *, concurrency: int = DEFAULT_SPACES_AT_ONCE, parallelism: int | None = None
+    octopus_conn_id: str,
+    *,
+    upstream: TriggerUpstream,
+    concurrency: int = DEFAULT_SPACES_AT_ONCE,
+    parallelism: int | None = None,
 ) -> StartTriggerArgs:
     """What the scheduler starts each index with: the share trigger, its templated kwargs, ``execute_complete``.
 
-    The trigger reads its space (this index's item of ``spaces_to_share``) and the fleets (``wait_for_workers``)
-    from XCom in the triggerer.
+    The trigger reads its space (this index's item of ``upstream["spaces"]``) and the fleets
+    (``upstream["fleets"]``) from XCom in the triggerer: pass the task ids of the DAG's own objects.
     """
     kwargs: dict[str, Any] = {
         "run_settings": RUN_SETTINGS_TEMPLATE,
         "octopus_conn_id": octopus_conn_id,
         "spaces_at_once": concurrency,
+        "upstream": dict(upstream),
     }
     if parallelism is not None:
         kwargs["parallelism"] = parallelism
@@ -61,7 +67,7 @@ class OctopusShareSpaceOperator(BaseOperator):
     Make one space's shared pools hold exactly the ready fleets (see :func:`octopus.operations.share_space`).
 
     Pushes the XCom ``space_result`` and fails only its own index. Pass ``start_from_trigger=True`` and
-    ``start_trigger_args=share_trigger_args(conn_id)`` to run it in the triggerer.
+    ``start_trigger_args=share_trigger_args(conn_id, upstream=...)`` to run it in the triggerer.
 
     :param space: an item of ``spaces_to_share`` (mapped over).
     :param fleets: the ``wait_for_workers`` XComs.

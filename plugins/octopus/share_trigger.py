@@ -58,10 +58,6 @@ def _gate(slots: int) -> _Gate:
     return _GATES[loop]
 
 
-#: Where the share reads its space and fleets in the triggerer: the DAG's upstream task ids.
-DEFAULT_UPSTREAM = {"spaces": "spaces_to_share", "fleets": "wait_for_workers"}
-
-
 class _UpstreamMissing(Exception):
     """An upstream XCom the share needs is not there: no retry brings it back."""
 
@@ -98,7 +94,8 @@ class OctopusShareSpaceTrigger(BaseTrigger):
     :param spaces_at_once: spaces this triggerer shares at once; every share trigger of one triggerer also
         shares one client per connection, so one pacing bucket (``max_requests_per_minute`` holds for all of
         them together).
-    :param upstream: the task ids ``{"spaces": ..., "fleets": ...}`` that ``space`` and ``fleets`` come from.
+    :param upstream: the task ids ``{"spaces": ..., "fleets": ...}`` that ``space`` and ``fleets`` come from,
+        taken from the DAG's own objects (``share_trigger_args(upstream=...)``); needed only when they are ``None``.
     """
 
     #: Where the fences read the ledger, and how they learn a lease holder's run state (tests replace them).
@@ -123,7 +120,7 @@ class OctopusShareSpaceTrigger(BaseTrigger):
         self.octopus_conn_id = octopus_conn_id
         self.parallelism = parallelism
         self.spaces_at_once = spaces_at_once
-        self.upstream = dict(upstream or DEFAULT_UPSTREAM)
+        self.upstream = dict(upstream or {})
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return f"{type(self).__module__}.{type(self).__qualname__}", {
@@ -174,6 +171,12 @@ class OctopusShareSpaceTrigger(BaseTrigger):
         ti = self.task_instance
         if ti is None:
             raise _UpstreamMissing("a share trigger started without a task instance needs 'space' and 'fleets'")
+        if set(self.upstream) != {"spaces", "fleets"}:
+            raise _UpstreamMissing(
+                f"a share trigger started from the scheduler needs upstream={{'spaces': ..., 'fleets': ...}} (the "
+                f"task ids of the DAG's spaces list and registration wait), got {self.upstream!r}: build "
+                "start_trigger_args with octopus.share_operator.share_trigger_args(conn_id, upstream=...)"
+            )
         if space is None:
             spaces = await self._pull(gate, ti, self.upstream["spaces"], -1)
             if not isinstance(spaces, list) or not 0 <= ti.map_index < len(spaces):

@@ -17,6 +17,22 @@ class RetireUpstream(TypedDict):
     destroy: str  # terraform destroy (mapped per cloud)
 
 
+class ShareUpstream(TypedDict):
+    """Where the share summary reads the per-cloud tasks' results (task ids from the DAG's wiring)."""
+
+    drain_removed: str  # the scale-in drain (before terraform_apply)
+    apply: str  # terraform_apply
+    drain_outdated: str  # the rebuild's drain (after share_to_space)
+    remove_outdated: str  # the rebuild's second apply
+
+
+class TriggerUpstream(TypedDict):
+    """Where a share trigger reads its space and the fleets in the triggerer."""
+
+    spaces: str  # the list share_to_space is mapped over
+    fleets: str  # the registration wait (mapped per cloud)
+
+
 def upstream_ids(*tasks_: Any) -> list[str]:
     """The task ids of operators, XComArgs or mapped tasks as wired in a DAG file (never written in the package)."""
     ids = []

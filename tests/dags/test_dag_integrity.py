@@ -28,7 +28,7 @@ def retire_dag(dagbag):
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {"share_octopus_workers", "retire_octopus_workers"}
+    assert set(dagbag.dag_ids) == {"share_octopus_workers", "retire_octopus_workers", "autoscale_octopus_workers"}
 
 
 def test_share_tasks_and_edges(share_dag):
@@ -154,4 +154,4 @@ def test_parsing_opens_no_network_connection(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert bag.import_errors == {}
-    assert len(bag.dag_ids) == 2
+    assert len(bag.dag_ids) == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from airflow.sdk.definitions.param import ParamsDict
 
@@ -122,7 +124,7 @@ class TestSameConfAsBefore:
         ],
     )
     def test_runbook_conf_still_validates(self, conf):
-        merged = ParamsDict(SHARE_PARAMS)
+        merged = ParamsDict(copy.deepcopy(SHARE_PARAMS))  # update() sets the shared Params in place
         merged.update(conf)
         merged.validate()
 
@@ -139,7 +141,7 @@ class TestSameConfAsBefore:
         ],
     )
     def test_bad_conf_is_still_refused(self, conf):
-        merged = ParamsDict(SHARE_PARAMS)
+        merged = ParamsDict(copy.deepcopy(SHARE_PARAMS))  # update() sets the shared Params in place
         with pytest.raises(Exception, match="Invalid input|not valid|ParamValidationError|does not match"):
             merged.update(conf)
             merged.validate()

@@ -29,6 +29,9 @@ from tests.share_trigger.conftest import OLD, PREFIX, mixed_scenario, upstream, 
 RUN = {"dag_id": "share_octopus_workers", "run_id": "manual__1", "name_prefix": PREFIX, "dry_run": False}
 
 
+#: The task ids the share DAG wires (read in the triggerer).
+UPSTREAM = {"spaces": "spaces_to_share", "fleets": "wait_for_workers"}
+
 def _without_requests(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k != "requests"} for r in results]
 
@@ -237,7 +240,7 @@ def test_one_triggerer_shares_at_most_spaces_at_once(octopus, ledger_store, monk
 
 
 def test_trigger_round_trips_through_serialize():
-    args = share_trigger_args("octopus_default", concurrency=8)
+    args = share_trigger_args("octopus_default", upstream=UPSTREAM, concurrency=8)
     trigger = OctopusShareSpaceTrigger(**args.trigger_kwargs)
     classpath, kwargs = trigger.serialize()
     assert classpath == args.trigger_cls == "octopus.share_trigger.OctopusShareSpaceTrigger"
@@ -309,7 +312,7 @@ def _runtime_ti(map_index: int, try_number: int = 1):
 
 def _started_from_the_scheduler(map_index: int, try_number: int = 1, **run: Any) -> OctopusShareSpaceTrigger:
     """A trigger as ``share_trigger_args`` makes it, with the task instance the triggerer sets."""
-    kwargs = share_trigger_args("octopus_default").trigger_kwargs
+    kwargs = share_trigger_args("octopus_default", upstream=UPSTREAM).trigger_kwargs
     trigger = OctopusShareSpaceTrigger(**{**kwargs, "run_settings": {**RUN, "fleet_count": 1, **run}})
     trigger.task_instance = _runtime_ti(map_index, try_number)
     return trigger
