@@ -689,6 +689,8 @@ def summarize_retire(
                         summary["spaces_left"][cloud] = sorted(f"{e.get('name')} ({sid})" for sid, e in left.items())
                     ledger.save(store, doc)
             if not summary["failed_spaces"] and not summary["not_destroyed"] and not summary["spaces_left"]:
+                for plan in plans:  # the count goes back to the share DAG's param: a paused scaler cannot keep it
+                    store.delete(scaler_state.state_key(plan["prefix"], plan["cloud"]))
                 _emit_asset(context, plans, summary, event="retired")
         problems = []
         if summary["not_destroyed"]:

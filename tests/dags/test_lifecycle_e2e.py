@@ -10,6 +10,7 @@ from octopus_emulator.scenario import make_scenario, make_worker
 from tests.dags.harness import (
     LOCAL_POOL,
     duplicate_records,
+    ledgers,
     local_conf,
     run_dag,
     space_pool_members,
@@ -61,9 +62,14 @@ def test_share_then_retire_leaves_nothing(local_cloud, emulator):
     assert str(dag_run.state) == "success", states
     assert sum(len(v) for v in space_pool_members(emulator.control.state()).values()) == 8
 
+    from airflow.models.variable import Variable
+
+    scaler_key = "octopus_workers.t.local.scaler"  # as if autoscale_octopus_workers had owned the count
+    Variable.set(scaler_key, {"version": 1, "prefix": "t", "cloud": "local", "target": 5}, serialize_json=True)
     dag_run, states = run_dag("retire_octopus_workers", {"clouds": ["local"], "name_prefix": "t"})
 
     assert str(dag_run.state) == "success", states
+    assert scaler_key not in ledgers(), "a retired deployment's count goes back to the share DAG's param"
     assert set(states["retire_copies"]) == {"Space 002", "Space 003", "Space 004"}
     assert states["retire_initial"] == {"Space 001": "success"}
     assert states["terraform_destroy"] == {"local": "success"}
