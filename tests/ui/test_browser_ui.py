@@ -4,7 +4,9 @@
    port hidden) and the extras as named, typed fields; **Test** on the saved connection runs
    ``OctopusHook.test_connection`` against the emulator and the toast names the server and its version.
 2. *Trigger* of ``share_octopus_workers``: sections, ``local`` picked in the clouds multi-select, 2 workers;
-   the run (real scheduler, local cloud) appears in the grid with its ``share_to_space`` instances named by space.
+   the run (real scheduler, local cloud) appears in the grid with its ``share_to_space`` instances named by space
+   and each drain labelled with what it did.
+3. *Trigger* of ``autoscale_octopus_workers``: its form shows the rule's knobs and the access policy.
 """
 
 from __future__ import annotations
@@ -184,3 +186,24 @@ def test_trigger_form_runs_the_local_fleet(page, artifacts, ui_airflow, emulator
     for space in SPACES:
         page.get_by_role("link", name=space, exact=True).first.wait_for()
     shot(page, artifacts, "06-share-to-space-by-space")
+
+    # The drains say what they did: nothing leaves a first build, and no instance is outdated.
+    labels = {
+        ti["task_id"]: ti["rendered_map_index"] for ti in tis if ti["task_id"] in ("drain_removed", "drain_outdated")
+    }
+    assert labels == {"drain_removed": "local: nothing leaves", "drain_outdated": "local: nothing outdated"}, labels
+    page.goto(f"{ui_airflow.url}/dags/{SHARE_DAG}/runs/{run_id}/tasks/drain_removed/mapped", wait_until="networkidle")
+    page.get_by_role("link", name="local: nothing leaves", exact=True).first.wait_for()
+    shot(page, artifacts, "07-drain-label")
+
+
+def test_the_scaler_trigger_form_shows_its_knobs_and_the_access_policy(page, artifacts, ui_airflow):
+    page.goto(f"{ui_airflow.url}/dags/autoscale_octopus_workers", wait_until="networkidle")
+    page.get_by_role("button", name="Trigger").first.click()
+    dialog = page.get_by_role("dialog")
+    for section in ("What to scale", "How to scale", "Where demand counts"):
+        assert dialog.get_by_role("button", name=section, exact=True).is_visible(), section
+    dialog.get_by_role("button", name="Where demand counts", exact=True).click()
+    for label in ("Allowed spaces", "Denied spaces"):
+        assert dialog.get_by_text(label, exact=True).first.is_visible(), label
+    shot(page, artifacts, "08-autoscale-trigger-form")
