@@ -59,6 +59,7 @@ import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import AssetAlias, Param, dag, get_current_context, task
 
+from octopus import settings
 from octopus.dag_defaults import CONN_ID
 from octopus.draining import DEFAULT_STALE_AFTER_SECONDS
 from octopus.scaler_state import SCALER_DAG_ID, SHARE_DAG_ID, SIZE_ASSET_ALIAS
@@ -70,7 +71,7 @@ SECTION_SCALE = "How to scale"
 
 AUTOSCALE_PARAMS = {
     "clouds": Param(
-        ["aws", "azure", "gcp"],
+        settings.default("clouds"),
         type="array",
         items={"type": "string", "enum": list(SUPPORTED_CLOUDS)},
         minItems=1,

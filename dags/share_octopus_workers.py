@@ -28,15 +28,15 @@ Clear the failed ones together with `summarize` — in the UI select the failed 
 --only-failed -s <date> -e <date> -y`. Every write is an upsert. A cleared task of an *older* run refuses once a
 newer run has claimed the deployment: trigger a new run instead.
 
-**Params.** `clouds`, `instance_count` (per cloud; while `autoscale_octopus_workers` owns a deployment's count,
-its sealed size wins, with a warning), `name_prefix` (the deployment), `dry_run` (plan and compute every share,
-change nothing), `worker_pool_name`, `target_spaces` (names or ids this run writes to; empty = all),
-`allowed_spaces` / `denied_spaces` (the access policy, over the `[octopus]` options of the same names: a denied
-space gets no copy, and ours there are withdrawn, drained if a step runs on one), `initial_space` (keep or move the fleet deliberately), `prune_stale`, `adopt`
-(thumbprints of this deployment's own older records to take back after its ledger was lost; dry run first),
-`registration_timeout_minutes`, `poll_interval_seconds`, `wait_mode` (`reschedule` or `deferrable`),
-`drain_timeout_minutes`, `force_drain`, `stale_lease_minutes` (how instances that leave are drained: no step is
-killed; on timeout the run fails, leaving them disabled and intact).
+**Params.** `clouds`, `instance_count` (per cloud; while `autoscale_octopus_workers` owns a deployment's count, its
+sealed size wins, with a warning), `name_prefix` (the deployment), `dry_run` (plan and compute every share, change
+nothing), `worker_pool_name`, `target_spaces` (names or ids this run writes to; empty = all), `allowed_spaces` /
+`denied_spaces` (the access policy, over the `[octopus]` options of the same names: a denied space gets no copy,
+and ours there are withdrawn, drained if a step runs on one), `initial_space` (keep or move the fleet
+deliberately), `prune_stale`, `adopt` (thumbprints of this deployment's own older records to take back after its
+ledger was lost; dry run first), `registration_timeout_minutes`, `poll_interval_seconds`, `wait_mode` (`reschedule`
+or `deferrable`), `drain_timeout_minutes`, `force_drain`, `stale_lease_minutes` (how instances that leave are
+drained: no step is killed; on timeout the run fails, leaving them disabled and intact).
 
 **Draining.** No instance leaves under a running deployment step. Whatever takes one out — a lower
 `instance_count`, a rebuild (a changed server URL, space, pool, machine policy, image or bootstrap makes the running

@@ -15,12 +15,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypedDict
 
+from octopus import settings
+
 #: A lease whose task has completed is stale once it is this old (its task could still be finishing before).
-DEFAULT_STALE_AFTER_SECONDS = 15 * 60
+DEFAULT_STALE_AFTER_SECONDS: float = settings.seconds("stale_lease_minutes")
 #: How long a drain waits for the steps on a worker to end before it fails (the ``drain_timeout_minutes`` param).
-DEFAULT_DRAIN_TIMEOUT_MINUTES = 60
+DEFAULT_DRAIN_TIMEOUT_MINUTES: float = settings.default("drain_timeout_minutes")
 #: Seconds between the two reads that must both find no lease.
-DEFAULT_SETTLE_SECONDS = 5.0
+DEFAULT_SETTLE_SECONDS: float = settings.default("drain_settle_seconds")
 
 
 class DrainRecord(TypedDict):

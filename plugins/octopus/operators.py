@@ -14,6 +14,7 @@ from airflow.providers.common.compat.sdk import context_to_airflow_vars
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from octopus import settings
 from octopus.templating import as_bool
 
 if TYPE_CHECKING:
@@ -246,7 +247,7 @@ class TerraformFleetOperator(BashOperator):
         remove_instances: Any = None,
         destroy: bool = False,
         dry_run: Any = False,
-        octopus_conn_id: str = "octopus_default",
+        octopus_conn_id: str = settings.default("conn_id"),
         ledger_store: Any = None,
         **kwargs: Any,
     ) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
-from octopus import ledger
+from octopus import draining, ledger, settings
 from octopus.sharing import (
     Fleet,
     SharingError,
@@ -26,6 +26,12 @@ from octopus.triggers import OctopusWorkersRegisteredTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+
+#: The sensors' defaults, as declared in octopus.settings (a DAG passes its params' templates instead).
+REGISTRATION_TIMEOUT_SECONDS: float = settings.seconds("registration_timeout_minutes")
+POLL_INTERVAL_SECONDS: float = settings.default("poll_interval_seconds")
+DRAIN_TIMEOUT_SECONDS: float = settings.seconds("drain_timeout_minutes")
 
 
 class DeploymentLeaseSensor(BaseSensorOperator):
@@ -102,9 +108,9 @@ class OctopusWorkersRegisteredSensor(BaseSensorOperator):
         *,
         fleet_plan: Mapping[str, Any],
         terraform_output: Any = None,
-        octopus_conn_id: str = "octopus_default",
-        registration_timeout: Any = 20 * 60,
-        poll_interval: Any = 30,
+        octopus_conn_id: str = settings.default("conn_id"),
+        registration_timeout: Any = REGISTRATION_TIMEOUT_SECONDS,
+        poll_interval: Any = POLL_INTERVAL_SECONDS,
         deferrable: Any = False,
         dry_run: Any = False,
         mode: str = "reschedule",
@@ -317,11 +323,11 @@ class OctopusWorkersDrainedSensor(BaseSensorOperator):
         self,
         *,
         records: Any,
-        octopus_conn_id: str = "octopus_default",
-        drain_timeout: Any = 60 * 60,
-        poll_interval: Any = 30,
-        stale_after: Any = 15 * 60,
-        settle: float = 5.0,
+        octopus_conn_id: str = settings.default("conn_id"),
+        drain_timeout: Any = DRAIN_TIMEOUT_SECONDS,
+        poll_interval: Any = POLL_INTERVAL_SECONDS,
+        stale_after: Any = draining.DEFAULT_STALE_AFTER_SECONDS,
+        settle: float = draining.DEFAULT_SETTLE_SECONDS,
         force: Any = False,
         dry_run: Any = False,
         mode: str = "reschedule",

@@ -14,6 +14,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from octopus import access_policy, ledger, operations, scaler_state, settings
+from octopus.errors import ForeignRecordError
 from octopus.exceptions import OctopusError
 from octopus.hooks import OctopusHook
 from octopus.sharing import (
@@ -378,6 +379,10 @@ def _finish_space(result: dict[str, Any], hook: OctopusHook, context: Mapping[st
         return result
     if retryable:
         raise AirflowException(message)
+    clashes = [m for v in result["clouds"].values() for m in v.get("clashes") or []]
+    if clashes and not any(v.get("errors") for v in result["clouds"].values()):
+        # Only a foreign record is in the way: no retry fixes it; its owner must rename or remove it.
+        raise AirflowFailException(message) from ForeignRecordError(" | ".join(clashes))
     raise AirflowFailException(message)
 
 

@@ -211,26 +211,7 @@ def literal_copies() -> Iterator[tuple[str, Any, int]]:
 #: Copies still to switch to ``octopus.settings`` (files other helpers were rewriting while the registry was
 #: built): path -> {value: where and what to read instead}. Shrink it as they switch; an entry that no longer
 #: matches fails the test, so the list stays exact.
-PENDING: dict[str, dict[Any, str]] = {
-    "plugins/octopus/sensors.py": {
-        "octopus_default": "both sensors' octopus_conn_id default: settings.default('conn_id')",
-        1200.0: "registration_timeout=20 * 60: settings.seconds('registration_timeout_minutes')",
-        30.0: "poll_interval=30 (both sensors): settings.default('poll_interval_seconds')",
-        3600.0: "drain_timeout=60 * 60: settings.seconds('drain_timeout_minutes')",
-        900.0: "stale_after=15 * 60: settings.seconds('stale_lease_minutes')",
-        5.0: "settle=5.0: settings.default('drain_settle_seconds')",
-    },
-    "plugins/octopus/operators.py": {"octopus_default": "octopus_conn_id default: settings.default('conn_id')"},
-    "plugins/octopus/draining.py": {
-        900.0: "DEFAULT_STALE_AFTER_SECONDS = 15 * 60: settings.seconds('stale_lease_minutes')",
-        60.0: "DEFAULT_DRAIN_TIMEOUT_MINUTES = 60: settings.default('drain_timeout_minutes')",
-        5.0: "DEFAULT_SETTLE_SECONDS = 5.0: settings.default('drain_settle_seconds')",
-    },
-    "dags/autoscale_octopus_workers.py": {
-        '["aws", "azure", "gcp"]': "the clouds param: declare its params in settings (help_by_dag) and use "
-        "settings.param(name, 'autoscale')",
-    },
-}
+PENDING: dict[str, dict[Any, str]] = {}
 
 #: Literals equal to a default by coincidence: another meaning, not a copy. Keep reasons specific.
 UNRELATED: dict[str, dict[Any, str]] = {
