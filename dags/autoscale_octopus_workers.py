@@ -177,7 +177,9 @@ AUTOSCALE_PARAMS = {
         items={"type": "string", "minLength": 1},
         title="Allowed spaces",
         section=SECTION_SHARE,
-        description="Space names, ids or glob patterns whose demand counts. Empty: every space.",
+        description=(
+            "Space names, ids or glob patterns whose demand counts. Empty: [octopus] allowed_spaces, else every space."
+        ),
     ),
     "denied_spaces": Param(
         [],
@@ -185,7 +187,10 @@ AUTOSCALE_PARAMS = {
         items={"type": "string", "minLength": 1},
         title="Denied spaces",
         section=SECTION_SHARE,
-        description="Spaces left out (deny wins): no demand counts, our copies there are drained and removed.",
+        description=(
+            "Spaces left out (deny wins; added to [octopus] denied_spaces): no demand counts, our copies there are "
+            "drained and removed."
+        ),
     ),
     "share_conf": Param(
         {},
