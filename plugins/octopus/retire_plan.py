@@ -6,11 +6,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from octopus.naming import record_key
+from octopus.shapes import Fleet, SpaceVisit
 from octopus.share_plan import RecordWrites, thumbprint_set
 
 
 def plan_retire(
-    space: Mapping[str, Any], fleets: Mapping[str, Mapping[str, Any]], existing: Sequence[Mapping[str, Any]]
+    space: SpaceVisit, fleets: Mapping[str, Fleet], existing: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
     """Writes that remove the deployment's own records (its verified evidence) from ``space``'s shared pools.
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from octopus.naming import POLLING, fleet_name_prefix, record_key, same_name, thumbprint_of
-from octopus.shapes import OwnedRecord
+from octopus.shapes import Fleet, OwnedRecord, SpaceVisit
 
 
 def new_worker_body(space_id: str, worker: Mapping[str, str], pool_id: str, policy_id: str) -> dict[str, Any]:
@@ -78,8 +78,8 @@ def thumbprint_set(entries: Iterable[Mapping[str, Any]]) -> set[str]:
 
 
 def plan_space(
-    space: Mapping[str, Any],
-    fleets: Mapping[str, Mapping[str, Any]],
+    space: SpaceVisit,
+    fleets: Mapping[str, Fleet],
     existing: Sequence[Mapping[str, Any]],
     *,
     prune: bool,

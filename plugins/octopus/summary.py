@@ -6,10 +6,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from octopus.discovery import id_order
-from octopus.shapes import OUTCOMES
+from octopus.shapes import OUTCOMES, SpaceResult, SpaceVisit
 
 
-def summarize(results: Iterable[Mapping[str, Any] | None], expected: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def summarize(results: Iterable[SpaceResult | None], expected: Sequence[SpaceVisit]) -> dict[str, Any]:
     """Merge per-space results into a spaces × clouds table of outcome counts.
 
     ``expected`` is the list of spaces the run mapped (``spaces_to_share``, or a retire phase's): a space of it
@@ -62,7 +62,7 @@ def compact_evidence(
     current: Sequence[Mapping[str, Any]],
     owned: Sequence[Mapping[str, Any]],
     recorded_spaces: Mapping[str, Mapping[str, Any]],
-    results: Iterable[Mapping[str, Any] | None],
+    results: Iterable[SpaceResult | None],
 ) -> tuple[list[str], list[str]]:
     """What the evidence of ``cloud`` may forget after a run: ``(thumbprints, space ids)`` proven gone.
 
