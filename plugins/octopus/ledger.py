@@ -589,5 +589,9 @@ def fleets_for_share(
                     "outside the package. Nothing was written. Trigger a new run (its wait records the fleet again)."
                 )
             workers = [{"name": w["name"], "thumbprint": w["thumbprint"], "uri": w["uri"]} for w in sealed["workers"]]
+        # The wait's mark of a rebuild's outdated instances only restrains the share (nothing added or re-enabled
+        # for them), so it may come from XCom.
+        leaving = {str(w["thumbprint"]).upper() for w in fleet["workers"] if w.get("leaving")}
+        workers = [{**w, "leaving": True} if str(w["thumbprint"]).upper() in leaving else w for w in workers]
         fleets.append({**fleet, "workers": workers, "owned": list(evidence["owned"])})
     return fleets, rejected

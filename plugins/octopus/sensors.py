@@ -222,7 +222,7 @@ class OctopusWorkersRegisteredSensor(BaseSensorOperator):
             "pool_id": initial["pool_id"],
             "pool_name": plan["pool_name"],
             "generation": int((doc.get("fleet") or {}).get("generation") or 0),
-            "workers": fleet_from(seen),
+            "workers": [{**w, "leaving": True} if w["name"] in self._outdated() else w for w in fleet_from(seen)],
             "dry_run": dry_run,
         }
 

@@ -48,10 +48,15 @@ class FleetPlan(TypedDict, total=False):
     spaces_denied: list[SpaceRef]  # holders the access policy denies: our copies there are withdrawn
 
 
-class FleetWorker(TypedDict):
+class _FleetWorkerIdentity(TypedDict):
     name: str
     thumbprint: str
     uri: str
+
+
+class FleetWorker(_FleetWorkerIdentity, total=False):
+    #: An outdated instance of a rebuild: kept where it is until drained, never added anywhere or re-enabled.
+    leaving: bool
 
 
 class OwnedRecord(TypedDict):

@@ -197,6 +197,12 @@ def _plan_copies(
     for worker in fleet["workers"]:
         thumbprint = worker["thumbprint"].upper()
         mine = [r for r in records if record_key(r) == thumbprint]
+        if worker.get("leaving"):
+            # An outdated instance of a rebuild: drain_outdated takes it out; re-enabling or adding it here would
+            # only hand new steps to a worker that is about to leave.
+            handled.update(r["Id"] for r in mine)
+            present[cloud] += 1 if any(pool_id in writes.pools(r) for r in mine) else 0
+            continue
         if mine:
             record = next((r for r in mine if pool_id in writes.pools(r)), mine[0])
             handled.add(record["Id"])

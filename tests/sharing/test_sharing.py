@@ -1190,3 +1190,39 @@ class TestAccessPolicySources:
 
         monkeypatch.setenv("AIRFLOW__OCTOPUS__DENIED_SPACES", "Sandbox, Spaces-7\nLegacy*")
         assert settings.config_option("denied_spaces") == ["Sandbox", "Spaces-7", "Legacy*"]
+
+
+class TestRebuildLeavingWorkers:
+    """An outdated instance of a rebuild is kept where it is until drain_outdated takes it: never added or
+    re-enabled by a share (a run after a timed-out drain would otherwise hand it new steps)."""
+
+    def test_a_disabled_leaving_copy_stays_disabled_and_a_missing_one_is_not_added(self):
+        leaving = fleet(workers=(W1, {**W2, "leaving": True}))
+        existing = [
+            worker(1, "octo-aws-1", TP1, [AWS_POOL], uri=W1["uri"]),
+            worker(2, "octo-aws-2", TP2, [AWS_POOL], uri=W2["uri"], disabled=True),
+        ]
+        result = plan_space(COPY, {"aws": leaving}, existing, prune=True)
+        assert ops(result) == [] and result["present"] == {"aws": 2}
+
+        result = plan_space(COPY, {"aws": leaving}, existing[:1], prune=True)
+        assert ops(result) == [] and result["present"] == {"aws": 1}
+
+    def test_the_same_copy_not_leaving_is_re_enabled(self):
+        existing = [
+            worker(1, "octo-aws-1", TP1, [AWS_POOL], uri=W1["uri"]),
+            worker(2, "octo-aws-2", TP2, [AWS_POOL], uri=W2["uri"], disabled=True),
+        ]
+        result = plan_space(COPY, {"aws": FLEET}, existing, prune=True)
+        assert ops(result) == [("update", "fixed", "octo-aws-2")]
+
+    def test_the_mark_survives_the_evidence_check_and_only_restrains(self):
+        from octopus import ledger
+
+        signer = ledger.Signer("k")
+        doc = ledger.record_fleet(
+            ledger.empty("octo", "aws"), [dict(W1), dict(W2)], {"dag_id": "d", "run_id": "r"}, signer
+        )
+        xcom = {"cloud": "aws", "generation": doc["fleet"]["generation"], "workers": [W1, {**W2, "leaving": True}]}
+        (prepared,), _ = ledger.fleets_for_share([xcom], {"aws": doc}, signer, dry_run=False)
+        assert [w.get("leaving", False) for w in prepared["workers"]] == [False, True]
