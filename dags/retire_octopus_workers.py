@@ -25,6 +25,8 @@ intact (nothing deleted, nothing destroyed): clear `wait_for_drain` to wait agai
 The deployment is reported **retired** (Asset `…/retired`) only when every such space was read and holds none of
 its records any more, and Terraform destroyed every fleet. A space that cannot be read fails its index and stays
 in the ledger for the next retire; name a space that is gone for good in `forget_spaces` to stop tracking it.
+A retired deployment's count goes back to the share DAG's `instance_count` param (the size
+`autoscale_octopus_workers` chose for it is forgotten).
 
 `dry_run` lists what would go and plans the destroy. Idempotent: a second run finds nothing to do and succeeds.
 Schedule: none. Trigger it by hand, or pair it with the daily rebuild (e.g. an evening run).
