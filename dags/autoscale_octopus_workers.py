@@ -59,7 +59,7 @@ import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import AssetAlias, Param, dag, get_current_context, task
 
-from octopus import settings
+from octopus import autoscale, settings
 from octopus.dag_defaults import CONN_ID
 from octopus.draining import DEFAULT_STALE_AFTER_SECONDS
 from octopus.scaler_state import SCALER_DAG_ID, SHARE_DAG_ID, SIZE_ASSET_ALIAS
@@ -68,6 +68,9 @@ from octopus.sharing import DEFAULT_NAME_PREFIX, NAME_PREFIX_MAX, NAME_PREFIX_PA
 SECTION_BUILD = "What to scale"
 SECTION_SHARE = "Where demand counts"
 SECTION_SCALE = "How to scale"
+
+#: The rule's own defaults (octopus.autoscale.ScalePolicy): each knob's default is declared there once.
+RULE = autoscale.ScalePolicy()
 
 AUTOSCALE_PARAMS = {
     "clouds": Param(
@@ -91,7 +94,7 @@ AUTOSCALE_PARAMS = {
         description="The deployment to scale: the name_prefix its share_octopus_workers runs use.",
     ),
     "min_size": Param(
-        1,
+        1,  # not the rule's 0: a scaler deployed without windows must not empty an idle fleet (every step would fail)
         type="integer",
         minimum=0,
         maximum=100,
@@ -103,7 +106,7 @@ AUTOSCALE_PARAMS = {
         ),
     ),
     "max_size": Param(
-        10,
+        RULE.max_size,
         type="integer",
         minimum=1,
         maximum=100,
@@ -112,15 +115,15 @@ AUTOSCALE_PARAMS = {
         description="Most workers the scaler ever asks for.",
     ),
     "idle_minutes": Param(
-        15,
+        RULE.idle_minutes,
         type="number",
         minimum=0,
         title="Idle period (minutes)",
         section=SECTION_SCALE,
-        description="How long a worker must have held no lease in any space before it may be drained.",
+        description="How long the fleet must have been larger than demand needs before one worker is drained.",
     ),
     "scale_in_cooldown_minutes": Param(
-        10,
+        RULE.scale_in_cooldown_minutes,
         type="number",
         minimum=0,
         title="Scale-in cooldown (minutes)",
@@ -128,7 +131,7 @@ AUTOSCALE_PARAMS = {
         description="No scale-in this soon after any scale action.",
     ),
     "reversal_minutes": Param(
-        60,
+        RULE.reversal_minutes,
         type="number",
         minimum=0,
         title="Reversal delay (minutes)",
@@ -136,7 +139,7 @@ AUTOSCALE_PARAMS = {
         description="A scale-in right after a scale-out waits this long (at most 2 direction changes an hour).",
     ),
     "leases_per_worker": Param(
-        4,
+        RULE.leases_per_worker,
         type="integer",
         minimum=1,
         maximum=100,
@@ -157,7 +160,7 @@ AUTOSCALE_PARAMS = {
         ),
     ),
     "warmup_minutes": Param(
-        10,
+        RULE.warmup_minutes,
         type="number",
         minimum=0,
         title="Warm-up (minutes)",
@@ -165,7 +168,7 @@ AUTOSCALE_PARAMS = {
         description="A window's floor is built this long before it opens.",
     ),
     "allow_zero_in_window": Param(
-        False,
+        RULE.allow_zero_in_window,
         type="boolean",
         title="Allow 0 workers inside a window",
         section=SECTION_SCALE,
