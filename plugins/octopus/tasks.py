@@ -95,11 +95,9 @@ def fail_fast_on_bad_input() -> Iterator[None]:
         raise
 
 
-def instance_counts(params: Mapping[str, Any], signer: ledger.Signer) -> dict[str, int]:
-    """Per-cloud counts: the param's entries over the defaults (a conf may name only the clouds it runs), except
-    where the scaler owns a deployment's count (its sealed target, see :func:`octopus.scaler_state.counts_for`)."""
-    counts = {**DEFAULT_INSTANCE_COUNT, **(params.get("instance_count") or {})}
-    return scaler_state.counts_for(prefix_of(params), counts, signer)
+def instance_counts(params: Mapping[str, Any]) -> dict[str, int]:
+    """Per-cloud counts: the param's entries over the defaults (a conf may name only the clouds it runs)."""
+    return {**DEFAULT_INSTANCE_COUNT, **(params.get("instance_count") or {})}
 
 
 def space_policy(params: Mapping[str, Any]) -> access_policy.AccessPolicy:
@@ -136,10 +134,14 @@ def get_spaces(
 
         prefix = validate_prefix(prefix_of(params))
         docs = {cloud: ledger.load(store, prefix, cloud) for cloud in params["clouds"]}
+        counts = instance_counts(params)
+        if not teardown:  # a share builds the size the scaler owns (its sealed target); a retire removes everything
+            selected = {cloud: counts[cloud] for cloud in params["clouds"]}
+            counts = scaler_state.counts_for(prefix, selected, hook.evidence_signer(), store)
         plans = operations.discover(
             hook,
             clouds=params["clouds"],
-            instance_count=instance_counts(params, hook.evidence_signer()),
+            instance_count=counts,
             pool_name_template=params.get("worker_pool_name") or DEFAULT_POOL_NAME_TEMPLATE,
             target_spaces=params.get("target_spaces") or None,
             name_prefix=prefix,
@@ -159,7 +161,7 @@ def get_spaces(
         for plan in plans:
             doc = docs[plan["cloud"]]
             if not teardown:
-                plan_removal(plan, doc, hook)
+                plan_removal(plan, doc, hook, store)
             if teardown:
                 add_recorded_spaces(plan, doc)
                 continue
@@ -197,14 +199,15 @@ def get_spaces(
     return plans
 
 
-def plan_removal(plan: dict[str, Any], doc: Mapping[str, Any], hook: OctopusHook) -> None:
+def plan_removal(plan: dict[str, Any], doc: Mapping[str, Any], hook: OctopusHook, store: ledger.LedgerStore) -> None:
     """When the count shrinks: which instances of the last sealed fleet leave (``remove``; their names in
     ``remove_instances`` for Terraform). ``drain_removed`` drains them before ``terraform_apply`` runs."""
     signer = hook.evidence_signer()
     fleet = ledger.verified(doc, signer)["fleet"] if doc.get("fleet") else None
     workers = (fleet or {}).get("workers") or []
     # The scaler's drained victim first (sealed by it), then the newest (draining.choose_leaving).
-    leaving = scaler_state.leaving_for(plan["prefix"], plan["cloud"], workers, int(plan["instance_count"]), signer)
+    keep = int(plan["instance_count"])
+    leaving = scaler_state.leaving_for(plan["prefix"], plan["cloud"], workers, keep, signer, store)
     plan["remove"] = leaving
     plan["remove_instances"] = [w["name"] for w in leaving]
     if leaving:
